@@ -1,0 +1,257 @@
+"""The embedded framework: ``open_duet()`` wires sources, store and tasks together."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+
+import anyio
+import anyio.abc
+import attrs
+
+from . import _kernel
+from ._model import Event, Uuid
+from ._paths import PathIndex, normalize_root
+from ._status import Status, TaskStatus
+from .errors import SourceUnavailable, TooManyTasks
+from .sources import Source, make_sources, resolve_sources
+from .store import Key, Observation, Store
+from .tasks import Registration, Task
+
+__all__ = ["Duet", "open_duet", "validate_mask"]
+
+DEFAULT_MAX_TASKS = 8
+_REGISTRABLE = (
+    Event.ADDED | Event.REMOVED | Event.DIRTY | Event.FLUSHED | Event.MODIFIED | Event.EXISTS
+)
+
+
+def validate_mask(mask: int) -> Event:
+    """Check a registration mask as Duet's ``duet_init`` did, with clear messages.
+
+    Raises:
+        TypeError: ``mask`` is not an int.
+        ValueError: it is 0, has unknown bits or OVERFLOW, or mixes a state-based event with
+            the event-based ones it stands for.
+    """
+    if isinstance(mask, bool) or not isinstance(mask, int):
+        raise TypeError(f"mask must be an aioduet.Event, not {type(mask).__name__}")
+    if mask & Event.OVERFLOW:
+        raise ValueError("OVERFLOW is delivered to tasks, never registered for")
+    if mask & ~_REGISTRABLE:
+        raise ValueError(f"mask {mask:#x} has bits that are no aioduet.Event")
+    event = Event(mask)
+    if not event:
+        raise ValueError("mask is empty: register for at least one event")
+    if event & Event.EXISTS and event & (Event.ADDED | Event.REMOVED):
+        raise ValueError("EXISTS already covers ADDED and REMOVED: do not combine them")
+    if event & Event.MODIFIED and event & (Event.DIRTY | Event.FLUSHED):
+        raise ValueError("MODIFIED already covers DIRTY and FLUSHED: do not combine them")
+    return event
+
+
+def _directory(path: str | os.PathLike[str]) -> str:
+    raw = os.fspath(path)
+    if not isinstance(raw, str):
+        raise TypeError(f"path must be a str or os.PathLike[str], not {type(raw).__name__}")
+    if not os.path.isabs(raw):
+        raise ValueError(f"path must be absolute, not {raw!r}")
+    root = normalize_root(raw)
+    if not os.path.exists(root):
+        raise FileNotFoundError(errno.ENOENT, "no such directory", raw)
+    if not os.path.isdir(root):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", raw)
+    return root
+
+
+@attrs.define(eq=False)
+class Duet:
+    """An embedded aioduet framework; make one with :func:`open_duet`."""
+
+    max_tasks: int
+    """The most tasks that can be registered at once."""
+    _source_names: tuple[str, ...] = attrs.field(alias="source_names")
+    _interval: float = attrs.field(alias="interval")
+    store: Store = attrs.field(init=False)
+    index: PathIndex = attrs.field(init=False, factory=PathIndex)
+    _sources: list[Source] = attrs.field(init=False, factory=list)
+    _tasks: dict[int, Task] = attrs.field(init=False, factory=dict)
+    _scans: dict[int, anyio.CancelScope] = attrs.field(init=False, factory=dict)
+    _ids: itertools.count[int] = attrs.field(init=False, factory=lambda: itertools.count(1))
+    _group: anyio.abc.TaskGroup | None = attrs.field(init=False, default=None)
+    _stack: AsyncExitStack | None = attrs.field(init=False, default=None)
+    _state: str = attrs.field(init=False, default="new")
+
+    def __attrs_post_init__(self) -> None:
+        self.store = Store(self.max_tasks, relevance=self._relevance, notify=self._notify)
+
+    # -- store callbacks -------------------------------------------------------------------
+
+    def _relevance(self, key: Key, slot: int) -> bool | None:
+        task = self._tasks.get(slot)
+        if task is None:
+            return False
+        return self.index.under(key[0], key[1], task.path)
+
+    def _notify(self, slots: int) -> None:
+        for slot, task in self._tasks.items():
+            if slots & (1 << slot):
+                task._wake()
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Duet:
+        if self._state != "new":
+            raise RuntimeError("a framework can be opened only once")
+        if not _kernel.cachestat_supported():
+            raise SourceUnavailable(
+                errno.ENOSYS, "cachestat is unavailable here (Linux >= 6.5 is needed)"
+            )
+        self._sources = make_sources(self._source_names, self.index, self.store, self._interval)
+        async with AsyncExitStack() as stack:
+            self._group = await stack.enter_async_context(anyio.create_task_group())
+            for source in self._sources:
+                await self._group.start(source.run)
+            self._stack = stack.pop_all()
+        self._state = "open"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        await self.aclose()
+        return None
+
+    async def aclose(self) -> None:
+        """Close every task (their iterations end) and stop the sources."""
+        if self._state != "open":
+            return
+        self._state = "closed"
+        for task in self._tasks.values():
+            task._end()
+        assert self._group is not None and self._stack is not None
+        self._group.cancel_scope.cancel()
+        await self._stack.aclose()
+
+    @property
+    def running(self) -> bool:
+        """Whether the framework is open."""
+        return self._state == "open"
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def register(self, name: str, mask: int, path: str | os.PathLike[str]) -> Registration:
+        """Register a task for the pages of files under ``path``.
+
+        Await the result, or use it with ``async with`` (leaving the block deregisters).
+        Pages cached under ``path`` at registration are enqueued for the task (ADDED, and
+        DIRTY where dirty) in the background; :meth:`Task.wait_scanned` waits for that.
+
+        Args:
+            name: a human-readable name, shown by ``status()``.
+            mask: the :class:`Event` bits to receive (see :func:`validate_mask`).
+            path: an absolute path of a directory.
+
+        Raises:
+            ValueError: an invalid mask or a relative path.
+            FileNotFoundError: ``path`` does not exist.
+            NotADirectoryError: ``path`` is not a directory.
+            TooManyTasks: ``max_tasks`` tasks are registered already.
+            anyio.ClosedResourceError: the framework is not open.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        event = validate_mask(mask)
+        root = _directory(path)
+        if self._state != "open" or self._group is None:
+            raise anyio.ClosedResourceError("the framework is not open")
+        st = os.stat(root)
+        slot = self.store.add_slot(event)
+        if slot < 0:
+            raise TooManyTasks(
+                f"cannot register {name!r}: the framework already runs {self.max_tasks} tasks"
+                " (raise max_tasks in open_duet())"
+            )
+        task = Task(
+            next(self._ids), name, event, root, slot=slot, root=Uuid.from_stat(st), host=self
+        )
+        self._tasks[slot] = task
+        for source in self._sources:
+            source.add_scope(root)
+        scope = self._scans[slot] = anyio.CancelScope()
+        self._group.start_soon(self._introduce, task, slot, scope)
+        return Registration(task)
+
+    async def _introduce(self, task: Task, slot: int, scope: anyio.CancelScope) -> None:
+        def deliver(observations: Sequence[Observation]) -> None:
+            if not task.closed:
+                self.store.ingest_for(slot, observations)
+
+        with scope:
+            for source in self._sources:
+                await source.introduce(task.path, deliver)
+        task._mark_scanned()
+        if self._scans.get(slot) is scope:
+            del self._scans[slot]
+
+    def release(self, task: Task) -> None:
+        """Deregister ``task`` (called by :meth:`Task.aclose`)."""
+        slot = task._slot
+        if self._tasks.get(slot) is not task:
+            return
+        scope = self._scans.pop(slot, None)
+        if scope is not None:
+            scope.cancel()
+        del self._tasks[slot]
+        self.store.remove_slot(slot)
+        for source in self._sources:
+            source.remove_scope(task.path)
+
+    # -- status ----------------------------------------------------------------------------
+
+    async def status(self) -> Status:
+        """A snapshot of the framework: tasks, sources and store."""
+        await anyio.lowlevel.checkpoint()
+        tasks = tuple(
+            TaskStatus(task.id, task.name, task.mask, task.path, task.statistics())
+            for task in sorted(self._tasks.values(), key=lambda t: t.id)
+        )
+        return Status(
+            running=self.running,
+            max_tasks=self.max_tasks,
+            tasks=tasks,
+            sources=tuple(source.status() for source in self._sources),
+            store=self.store.statistics(),
+        )
+
+
+def open_duet(
+    sources: str | Sequence[str] = "auto",
+    *,
+    max_tasks: int = DEFAULT_MAX_TASKS,
+    interval: float = 1.0,
+) -> Duet:
+    """Make an embedded framework; use it with ``async with``.
+
+    Args:
+        sources: ``"auto"`` (the best set usable here), ``"scan"`` (the unprivileged set),
+            ``"exact"`` (kernel tracepoints, root), or a list of source names.
+        max_tasks: the most tasks registered at once (Duet's default is 8; at most 64).
+        interval: seconds between two passes of the periodic residency scan.
+
+    Raises:
+        ValueError: an unknown source name or set, or ``max_tasks`` out of range.
+        SourceUnavailable: a requested source cannot run here (raised on entering).
+    """
+    if not 1 <= max_tasks <= 64:
+        raise ValueError(f"max_tasks must be between 1 and 64, not {max_tasks}")
+    if interval <= 0:
+        raise ValueError(f"interval must be positive, not {interval}")
+    return Duet(max_tasks, source_names=resolve_sources(sources), interval=interval)

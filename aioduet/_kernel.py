@@ -1,0 +1,272 @@
+"""Raw page-cache syscalls: the only module in aioduet that touches :mod:`ctypes`.
+
+Interfaces used, and the kernels that have them:
+
+* ``cachestat(2)`` (syscall 451, Linux >= 6.5; no libc wrapper, called through
+  ``syscall(3)``): page counts -- cached, dirty, under writeback, evicted, recently
+  evicted -- for a byte range of a file. Newer kernels answer ``EPERM`` for a file the
+  caller could not open for writing; such a file is reported as unknown, never as cached.
+* ``mmap(2)`` + ``mincore(2)`` (any Linux): one residency bit per page. Python's
+  :mod:`mmap` cannot give the address of a read-only map, so both go through libc. For the
+  files where cachestat says ``EPERM``, mincore pretends every page is resident: callers
+  ask cachestat first.
+* ``posix_fadvise(2)`` ``DONTNEED``/``WILLNEED``: evict clean pages (on dirty pages it only
+  starts writeback; a no-op on tmpfs) and start readahead.
+* ``ioctl(FS_IOC_GETVERSION)``: the inode generation on ext4 and btrfs.
+
+cachestat counts whole folios: a large folio (ext4 uses folios up to order 9 since 6.16)
+with one dirty byte counts every page it covers as dirty, so :func:`page_runs` is exact at
+the granularity at which the kernel tracks state, which may be coarser than a page.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import functools
+import os
+import re
+import struct
+import tempfile
+from typing import NoReturn
+
+import attrs
+
+from .errors import ResidencyUnknown, SourceUnavailable
+
+__all__ = [
+    "PAGE_SIZE",
+    "CacheStat",
+    "cachestat",
+    "cachestat_supported",
+    "dirty_runs",
+    "evict",
+    "inode_generation",
+    "mincore",
+    "page_runs",
+    "prefetch",
+    "runs_of",
+]
+
+PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE")
+
+_SYS_CACHESTAT = 451  # same number in the generic and the x86-64 syscall tables
+_PROT_READ = 0x1
+_MAP_SHARED = 0x01
+_MAP_FAILED = ctypes.c_void_p(-1).value
+# _IOR('v', 1, long): the kernel declares a long but writes an int.
+_FS_IOC_GETVERSION = (2 << 30) | (ctypes.sizeof(ctypes.c_long) << 16) | (ord("v") << 8) | 1
+_NO_GENERATION = frozenset({errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS})
+_REFUSED = frozenset({errno.EPERM, errno.EACCES, errno.ENODEV})
+_BIT0 = bytes(b & 1 for b in range(256))  # mincore defines bit 0 only
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_syscall.argtypes = [ctypes.c_long, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint]
+_mmap = _libc.mmap
+_mmap.restype = ctypes.c_void_p
+_mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_munmap = _libc.munmap
+_munmap.restype = ctypes.c_int
+_munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_mincore = _libc.mincore
+_mincore.restype = ctypes.c_int
+_mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+
+
+class _Range(ctypes.Structure):
+    _fields_ = (("off", ctypes.c_uint64), ("len", ctypes.c_uint64))
+
+
+class _Stat(ctypes.Structure):
+    _fields_ = tuple((name, ctypes.c_uint64) for name in ("cache", "dirty", "wb", "ev", "rev"))
+
+
+@attrs.frozen
+class CacheStat:
+    """Page counts of a range of a file, as ``cachestat(2)`` reports them."""
+
+    cache: int
+    """Pages of the range in the page cache (``nr_cache``)."""
+    dirty: int
+    """Cached pages that are dirty (``nr_dirty``)."""
+    writeback: int
+    """Cached pages under writeback (``nr_writeback``)."""
+    evicted: int
+    """Pages evicted by reclaim that left a shadow entry (``nr_evicted``)."""
+    recently_evicted: int
+    """Evicted pages that would still be resident with the memory since freed."""
+
+
+def _raise_for(err: int, what: str) -> NoReturn:
+    """Raise the exception that ``err`` from the ``what`` syscall stands for."""
+    if err == errno.ENOSYS:
+        raise SourceUnavailable(
+            err,
+            f"{what} is unavailable: the kernel is older than 6.5 "
+            f"(or a seccomp filter blocks syscall {_SYS_CACHESTAT})",
+        )
+    if err in _REFUSED:
+        raise ResidencyUnknown(
+            err, f"{what} refused ({os.strerror(err)}): cannot tell which pages are cached"
+        )
+    raise OSError(err, os.strerror(err))
+
+
+def cachestat(fd: int, offset: int = 0, length: int = 0) -> CacheStat:
+    """Count the pages of a byte range of a file that are cached, dirty, and so on.
+
+    Args:
+        fd: An open file descriptor.
+        offset: First byte of the range.
+        length: Length of the range in bytes; 0 means up to the end of the file.
+
+    Returns:
+        Counts for the pages covering ``[offset, offset + length)``.
+
+    Raises:
+        ValueError: ``offset`` or ``length`` is negative.
+        SourceUnavailable: The kernel has no cachestat (older than 6.5).
+        ResidencyUnknown: The kernel refused (``EPERM``: the caller could not write the file).
+        OSError: Any other error, for example ``EBADF``.
+    """
+    if offset < 0 or length < 0:
+        raise ValueError(f"offset and length must be >= 0, got {offset} and {length}")
+    rng, st = _Range(offset, length), _Stat()
+    if _syscall(_SYS_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(st), 0) != 0:
+        _raise_for(ctypes.get_errno(), "cachestat")
+    return CacheStat(st.cache, st.dirty, st.wb, st.ev, st.rev)
+
+
+@functools.cache
+def cachestat_supported() -> bool:
+    """Tell whether ``cachestat(2)`` works here (probed once, on a file of our own)."""
+    with tempfile.TemporaryFile() as f:
+        try:
+            cachestat(f.fileno())
+        except OSError:  # ENOSYS, or EPERM from a seccomp filter
+            return False
+    return True
+
+
+def mincore(fd: int, size: int) -> bytes:
+    """Map which pages of the first ``size`` bytes of a file are in the page cache.
+
+    Args:
+        fd: A file descriptor open for reading.
+        size: Number of bytes to cover; clipped to the file's size.
+
+    Returns:
+        One byte per page, ``b"\\x00"`` (not cached) or ``b"\\x01"`` (cached).
+
+    Raises:
+        ValueError: ``size`` is negative.
+        ResidencyUnknown: The file cannot be mapped (``ENODEV``, ``EACCES``...).
+        OSError: Any other error.
+    """
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+    size = min(size, os.fstat(fd).st_size)
+    if size == 0:
+        return b""
+    addr = _mmap(None, size, _PROT_READ, _MAP_SHARED, fd, 0)
+    if addr is None or addr == _MAP_FAILED:
+        _raise_for(ctypes.get_errno(), "mmap")
+    try:
+        vec = ctypes.create_string_buffer(-(-size // PAGE_SIZE))
+        if _mincore(addr, size, vec) != 0:
+            _raise_for(ctypes.get_errno(), "mincore")
+        return vec.raw.translate(_BIT0)
+    finally:
+        _munmap(addr, size)
+
+
+def page_runs(
+    fd: int, size: int, field: str = "dirty", total: int | None = None
+) -> list[tuple[int, int]]:
+    """Find the runs of pages that a :class:`CacheStat` field counts, by bisection.
+
+    A range whose count is 0 is skipped, one whose count equals its length is taken whole,
+    any other is split in two: O(runs * log(pages)) cachestat calls.
+
+    Args:
+        fd: An open file descriptor.
+        size: Number of bytes of the file to cover.
+        field: The :class:`CacheStat` field: ``"dirty"``, ``"writeback"``, ``"cache"``...
+        total: The count of ``field`` over the whole ``size``, if known (saves one call).
+
+    Returns:
+        Sorted, merged ``(first_page, count)`` runs.
+
+    Raises:
+        ValueError: ``field`` is not a :class:`CacheStat` field, or ``size`` is negative.
+        SourceUnavailable, ResidencyUnknown, OSError: As :func:`cachestat`.
+    """
+    if field not in attrs.fields_dict(CacheStat):
+        raise ValueError(f"unknown CacheStat field {field!r}")
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+    runs: list[tuple[int, int]] = []
+    pages = -(-size // PAGE_SIZE)
+    stack = [(0, pages, total)]
+    while stack:
+        first, count, n = stack.pop()
+        if n is None:
+            n = getattr(cachestat(fd, first * PAGE_SIZE, count * PAGE_SIZE), field)
+        if n == 0 or count == 0:
+            continue
+        if n >= count or count == 1:
+            if runs and runs[-1][0] + runs[-1][1] == first:
+                runs[-1] = (runs[-1][0], runs[-1][1] + count)
+            else:
+                runs.append((first, count))
+            continue
+        half = count // 2
+        stack += ((first + half, count - half, None), (first, half, None))  # low half first
+    return runs
+
+
+def dirty_runs(fd: int, size: int, total_dirty: int | None = None) -> list[tuple[int, int]]:
+    """Find the runs of dirty pages: :func:`page_runs` for ``"dirty"``."""
+    return page_runs(fd, size, "dirty", total_dirty)
+
+
+def evict(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Drop the clean cached pages of a range (``POSIX_FADV_DONTNEED``; 0 = to the end)."""
+    os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def prefetch(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Start reading a range into the cache (``POSIX_FADV_WILLNEED``; 0 = to the end)."""
+    os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+
+
+def inode_generation(fd: int) -> int:
+    """Return the inode generation number (``FS_IOC_GETVERSION``), 0 where there is none.
+
+    Raises:
+        OSError: Errors other than "not supported by this filesystem" (``EBADF``...).
+    """
+    try:
+        buf = fcntl.ioctl(fd, _FS_IOC_GETVERSION, bytes(8))
+    except OSError as exc:
+        if exc.errno in _NO_GENERATION:
+            return 0
+        raise
+    return int(struct.unpack_from("=I", buf)[0])
+
+
+def runs_of(vector: bytes, value: int = 1) -> list[tuple[int, int]]:
+    """Return the ``(first_index, count)`` runs of bytes equal to ``value`` in ``vector``."""
+    pattern = re.compile(re.escape(bytes([value])) + b"+")
+    return [(m.start(), m.end() - m.start()) for m in pattern.finditer(vector)]

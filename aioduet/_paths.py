@@ -1,0 +1,87 @@
+"""The inode-to-path index behind relevance and ``get_path``.
+
+Sources feed it with the paths they walk or are told about; the store asks it, through the
+framework, whether a file lies under a task's root. Paths are compared by whole components:
+``/d/a`` is not under ``/d/ab``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import attrs
+
+__all__ = ["PathIndex", "is_under", "normalize_root"]
+
+
+def normalize_root(path: str | os.PathLike[str]) -> str:
+    """The canonical form of a registered directory: absolute, symlinks resolved, no trailing /."""
+    return os.path.realpath(os.fspath(path))
+
+
+def is_under(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or lies below it, comparing whole path components."""
+    if root == "/":
+        return path.startswith("/")
+    return path == root or (path.startswith(root) and path[len(root)] == "/")
+
+
+@attrs.define(eq=False)
+class PathIndex:
+    """Maps ``(dev, ino)`` to the paths a file is known by (more than one for hard links)."""
+
+    _paths: dict[tuple[int, int], str | frozenset[str]] = attrs.field(factory=dict)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def add(self, dev: int, ino: int, path: str, nlink: int = 1) -> bool:
+        """Record that the file is reachable at ``path``; True when its known paths changed.
+
+        With a single link, a different path replaces the old one (a rename); with several,
+        paths accumulate.
+        """
+        key = (dev, ino)
+        old = self._paths.get(key)
+        if old is None:
+            self._paths[key] = path
+            return True
+        if old == path or (isinstance(old, frozenset) and path in old):
+            return False
+        if nlink <= 1:
+            self._paths[key] = path
+        elif isinstance(old, frozenset):
+            self._paths[key] = old | {path}
+        else:
+            self._paths[key] = frozenset((old, path))
+        return True
+
+    def discard(self, dev: int, ino: int, path: str | None = None) -> None:
+        """Forget one path of the file, or all of them."""
+        key = (dev, ino)
+        old = self._paths.get(key)
+        if old is None:
+            return
+        if path is None or old == path:
+            del self._paths[key]
+        elif isinstance(old, frozenset) and path in old:
+            rest = old - {path}
+            self._paths[key] = next(iter(rest)) if len(rest) == 1 else rest
+
+    def paths(self, dev: int, ino: int) -> tuple[str, ...]:
+        """The known paths of the file (empty when unknown)."""
+        found = self._paths.get((dev, ino))
+        if found is None:
+            return ()
+        if isinstance(found, str):
+            return (found,)
+        return tuple(sorted(found))
+
+    def under(self, dev: int, ino: int, root: str) -> bool | None:
+        """Whether the file is known under ``root``; None when no path of it is known."""
+        found = self._paths.get((dev, ino))
+        if found is None:
+            return None
+        if isinstance(found, str):
+            return is_under(found, root)
+        return any(is_under(path, root) for path in found)

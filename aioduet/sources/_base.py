@@ -1,0 +1,84 @@
+"""What every source is given (a :class:`Sink`) and offers (the :class:`Source` protocol)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+import anyio
+import anyio.abc
+import attrs
+
+from .._paths import PathIndex
+from .._status import SourceStatus
+from ..store import Observation, Store
+
+__all__ = ["Deliver", "PathNote", "Sink", "Source"]
+
+Deliver = Callable[[Sequence[Observation]], None]
+"""Takes a registration scan's observations for the new task."""
+
+PathNote = tuple[int, int, int, str]
+"""``(dev, ino, nlink, path)``: a source saw this file at this path."""
+
+
+@attrs.define(eq=False)
+class Sink:
+    """Where sources hand their findings: the store and the path index, on the event loop.
+
+    Sources that work in threads return their batches to a coroutine, which calls these
+    methods; none of them may be called from another thread.
+    """
+
+    store: Store
+    index: PathIndex
+
+    def learn(self, notes: Iterable[PathNote]) -> None:
+        """Record paths; a file whose path changed has its relevance decided again."""
+        add = self.index.add
+        forget = self.store.forget_relevance
+        for dev, ino, nlink, path in notes:
+            if add(dev, ino, path, nlink):
+                for key in self.store.keys_of(dev, ino):
+                    forget(key)
+
+    def unlearn(self, dev: int, ino: int, path: str | None = None) -> None:
+        """The file is no longer at ``path`` (or anywhere, when ``path`` is None)."""
+        self.index.discard(dev, ino, path)
+        for key in self.store.keys_of(dev, ino):
+            self.store.forget_relevance(key)
+
+    def ingest(self, observations: Iterable[Observation]) -> None:
+        """Hand observations to every task they are relevant to."""
+        self.store.ingest(observations)
+
+
+class Source(Protocol):
+    """A kernel interface translated into observations for the store."""
+
+    @property
+    def name(self) -> str:
+        """The name that ``open_duet(sources=[...])`` and ``status()`` use."""
+        ...
+
+    def add_scope(self, root: str) -> None:
+        """Start watching the tree under ``root`` (absolute, resolved)."""
+
+    def remove_scope(self, root: str) -> None:
+        """Stop watching ``root`` (once per add_scope)."""
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Observe until cancelled."""
+
+    async def introduce(self, root: str, deliver: Deliver) -> None:
+        """Pass ``deliver`` what is cached under ``root`` now (a registration scan).
+
+        Changes found on the way go to every task through the sink as usual; ``deliver``
+        gets the rest of the current state, for the new task only.
+        """
+
+    def status(self) -> SourceStatus:
+        """Counters for ``status()``."""
+        ...

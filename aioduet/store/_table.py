@@ -1,0 +1,387 @@
+"""The event store: one shared entry per pending page, routed to tasks by slot.
+
+This is the engine of aioduet, so it is written for speed rather than brevity: everything
+runs on the event loop (no locks), files are keyed by ``(dev, ino, gen)`` tuples, and the
+per-page entry is a packed ``int`` (see :mod:`._slots`).
+
+Layout::
+
+    Store._files      {key: FileEntry}            one per file observed (relevance memory)
+      FileEntry.pages {page index: packed int}    only pages pending for some task
+    Store._queues     [slot] -> {key: FileEntry}  the files holding something for that slot
+
+The per-slot queue plays the part of Duet's per-task bitmap of hash buckets, with one bucket
+per file: a task's drain visits only the files that hold something for it. Memory is bounded
+by the number of distinct pending pages plus one small entry per file seen; a stalled task
+never makes it grow with the number of observations.
+
+The store knows nothing of paths, sources or tasks. Relevance is decided once per
+(slot, file) by a callback, and new pending state is announced through another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import attrs
+
+from .._model import Event
+from ._slots import NIBBLE, SlotTable, cancel
+
+__all__ = ["FileEntry", "Key", "Observation", "Run", "Store", "StoreStatistics"]
+
+Key = tuple[int, int, int]
+"""A file's ``(dev, ino, gen)``."""
+Observation = tuple[Key, int, int, int]
+"""``(key, first page, page count, event bits)`` as sources hand them to the store."""
+Run = tuple[Key, int, int, int]
+"""``(key, first page, page count, state bits)`` as the store hands them to a task."""
+
+RelevanceFn = Callable[[Key, int], "bool | None"]
+"""Decides whether a file is relevant to a slot; ``None`` when it cannot tell yet."""
+NotifyFn = Callable[[int], None]
+"""Called with one bit per slot that received pending state."""
+
+#: Estimated bytes per pending page and per file entry, as measured by
+#: ``bench/store_ingest.py`` (CPython 3.11, 64-bit); used by :meth:`Store.statistics`.
+BYTES_PER_PAGE = 104
+BYTES_PER_FILE = 360
+
+
+@attrs.define(eq=False, slots=True)
+class FileEntry:
+    """Everything the store remembers about one file."""
+
+    key: Key
+    pages: dict[int, int] = attrs.field(factory=dict)
+    """Pending pages: page index -> packed per-slot state."""
+    seen: int = 0
+    """Slots whose relevance is decided."""
+    relevant: int = 0
+    """Slots to which the file is relevant."""
+    done: int = 0
+    """Slots that marked the file done (``Bmap.SET``)."""
+    route: int = 0
+    """Packed nibble mask of the slots that take this file's events (relevant, not done)."""
+    queued: int = 0
+    """Slots whose queue holds this entry."""
+
+    def reroute(self) -> None:
+        mask = self.relevant & ~self.done
+        route = 0
+        slot = 0
+        while mask:
+            if mask & 1:
+                route |= NIBBLE << (4 * slot)
+            mask >>= 1
+            slot += 1
+        self.route = route
+
+
+@attrs.frozen
+class StoreStatistics:
+    """Size of the store."""
+
+    files: int
+    """File entries (pending or remembered for relevance and done bits)."""
+    pending_files: int
+    """Files holding a pending page for at least one task."""
+    pending_pages: int
+    """Distinct pending pages (one shared entry each, whatever the number of tasks)."""
+    memory_bytes: int
+    """Estimated memory held by those entries."""
+
+
+def _no_notify(slots: int) -> None:
+    return None
+
+
+def _unknown(key: Key, slot: int) -> bool | None:
+    return None
+
+
+@attrs.define(eq=False)
+class Store:
+    """Merges observations into per-page entries and drains them per task slot.
+
+    Args:
+        max_slots: the most tasks that can be registered at once.
+        relevance: ``relevance(key, slot)`` decides once whether a file belongs to the slot's
+            scope (``None``: cannot tell yet, ask again next time).
+        notify: called after each ingest with one bit per slot that received pending state.
+    """
+
+    max_slots: int = attrs.field(validator=attrs.validators.in_(range(1, 65)))
+    relevance: RelevanceFn = _unknown
+    notify: NotifyFn = _no_notify
+    _slots: SlotTable = attrs.field(init=False)
+    _files: dict[Key, FileEntry] = attrs.field(init=False, factory=dict)
+    _queues: list[dict[Key, FileEntry]] = attrs.field(init=False)
+    _latest: dict[tuple[int, int], Key] = attrs.field(init=False, factory=dict)
+    _overflow: int = attrs.field(init=False, default=0)
+    observations: int = attrs.field(init=False, default=0)
+    """Observations ingested since the store was made."""
+
+    def __attrs_post_init__(self) -> None:
+        self._slots = SlotTable(self.max_slots)
+        self._queues = [{} for _ in range(self.max_slots)]
+
+    # -- slots ---------------------------------------------------------------------------
+
+    @property
+    def active_slots(self) -> int:
+        """One bit per slot in use."""
+        return self._slots.active
+
+    def add_slot(self, mask: Event) -> int:
+        """Register a task's mask; returns its slot, or ``-1`` when all slots are taken."""
+        return self._slots.allocate(mask)
+
+    def remove_slot(self, slot: int) -> None:
+        """Forget a slot: its pending state, relevance and done bits."""
+        bit = 1 << slot
+        clear = ~(NIBBLE << (4 * slot))
+        for entry in self._queues[slot].values():
+            pages = entry.pages
+            for index in [i for i, v in pages.items() if not v & clear]:
+                del pages[index]
+            for index, value in pages.items():
+                pages[index] = value & clear
+        self._queues[slot].clear()
+        for entry in self._files.values():
+            if (entry.seen | entry.done | entry.queued) & bit:
+                entry.seen &= ~bit
+                entry.relevant &= ~bit
+                entry.done &= ~bit
+                entry.queued &= ~bit
+                entry.reroute()
+        self._overflow &= ~bit
+        self._slots.release(slot)
+
+    # -- ingest --------------------------------------------------------------------------
+
+    def ingest(self, observations: Iterable[Observation]) -> None:
+        """Merge observations into the store, for every task they are relevant to."""
+        self._ingest(observations, -1)
+
+    def ingest_for(self, slot: int, observations: Iterable[Observation]) -> None:
+        """Merge observations for one slot only (a registration scan's initial state)."""
+        self._ingest(observations, NIBBLE << (4 * slot))
+
+    def _ingest(self, observations: Iterable[Observation], only: int) -> None:
+        files = self._files
+        slots = self._slots
+        active = slots.active
+        cancel_lo = slots.cancel_lo
+        spread_of = slots.spread
+        bits_of = slots.bits_of
+        woken = 0
+        count = 0
+        for key, index, length, event in observations:
+            count += 1
+            entry = files.get(key)
+            if entry is None:
+                entry = self._entry(key)
+            if entry.seen != active:
+                self._decide(entry, active)
+            spread = spread_of(event) & entry.route & only
+            if not spread:
+                continue
+            pages = entry.pages
+            get = pages.get
+            for page in range(index, index + length):
+                value = get(page, 0) | spread
+                if value & cancel_lo:
+                    value = cancel(value, cancel_lo)
+                if value:
+                    pages[page] = value
+                elif page in pages:
+                    del pages[page]
+            touched = bits_of(spread)
+            woken |= touched
+            fresh = touched & ~entry.queued
+            if fresh:
+                entry.queued |= fresh
+                for slot in range(self.max_slots):
+                    if fresh & (1 << slot):
+                        self._queues[slot][key] = entry
+        self.observations += count
+        if woken:
+            self.notify(woken)
+
+    def _entry(self, key: Key) -> FileEntry:
+        entry = self._files[key] = FileEntry(key)
+        self._latest[key[0], key[1]] = key
+        return entry
+
+    def keys_of(self, dev: int, ino: int) -> list[Key]:
+        """The key under which the store knows inode ``(dev, ino)`` (empty if unknown)."""
+        key = self._latest.get((dev, ino))
+        return [] if key is None else [key]
+
+    def _decide(self, entry: FileEntry, active: int) -> None:
+        undecided = active & ~entry.seen
+        entry.seen &= active
+        entry.relevant &= active
+        for slot in range(self.max_slots):
+            bit = 1 << slot
+            if undecided & bit:
+                answer = self.relevance(entry.key, slot)
+                if answer is not None:
+                    entry.seen |= bit
+                    if answer:
+                        entry.relevant |= bit
+        # A slot that could not decide leaves entry.seen != active: it is asked again next time.
+        entry.reroute()
+
+    def forget_relevance(self, key: Key) -> None:
+        """The file's path changed (a rename): decide its relevance again on next sight."""
+        entry = self._files.get(key)
+        if entry is not None:
+            entry.seen = 0
+            entry.relevant = 0
+            entry.reroute()
+
+    def forget(self, key: Key) -> None:
+        """The file is gone: drop its entry and pending pages."""
+        entry = self._files.pop(key, None)
+        if self._latest.get((key[0], key[1])) == key:
+            del self._latest[key[0], key[1]]
+        if entry is not None:
+            for slot in range(self.max_slots):
+                if entry.queued & (1 << slot):
+                    self._queues[slot].pop(key, None)
+
+    # -- per-slot answers ----------------------------------------------------------------
+
+    def relevant(self, slot: int, key: Key) -> bool | None:
+        """Whether the file is relevant to the slot (decided once, then remembered)."""
+        entry = self._files.get(key)
+        if entry is None:
+            entry = self._entry(key)
+        if entry.seen != self._slots.active:
+            self._decide(entry, self._slots.active)
+        bit = 1 << slot
+        if not entry.seen & bit:
+            return None
+        return bool(entry.relevant & bit)
+
+    def set_done(self, slot: int, key: Key, done: bool) -> None:
+        """Mark the file done (no more pending state for the slot) or not done."""
+        entry = self._files.get(key)
+        if entry is None:
+            entry = self._entry(key)
+        bit = 1 << slot
+        if done:
+            entry.done |= bit
+            self._clear_slot(entry, slot)
+        else:
+            entry.done &= ~bit
+        entry.reroute()
+
+    def is_done(self, slot: int, key: Key) -> bool:
+        """Whether the slot marked the file done."""
+        entry = self._files.get(key)
+        return entry is not None and bool(entry.done & (1 << slot))
+
+    def signal_overflow(self, slots: int) -> None:
+        """Observations were lost for these slots: each will get one OVERFLOW first."""
+        slots &= self._slots.active
+        if slots:
+            self._overflow |= slots
+            self.notify(slots)
+
+    def take_overflow(self, slot: int) -> bool:
+        """Whether an OVERFLOW is due for the slot; clears it."""
+        bit = 1 << slot
+        due = bool(self._overflow & bit)
+        self._overflow &= ~bit
+        return due
+
+    def has_pending(self, slot: int) -> bool:
+        """Whether a drain for the slot may return something (cheap; may be a false positive)."""
+        return bool(self._queues[slot]) or bool(self._overflow & (1 << slot))
+
+    def drain(self, slot: int, max_runs: int) -> list[Run]:
+        """Take the slot's pending pages as coalesced runs, file by file.
+
+        Whole files are drained, so the result can exceed ``max_runs`` by the runs of the
+        last file; the caller keeps the excess. Files are visited in the order they first
+        got pending state for the slot; pages within a file in ascending order.
+        """
+        queue = self._queues[slot]
+        bit = 1 << slot
+        shift = 4 * slot
+        clear = ~(NIBBLE << shift)
+        runs: list[Run] = []
+        while queue and len(runs) < max_runs:
+            key = next(iter(queue))
+            entry = queue.pop(key)
+            entry.queued &= ~bit
+            pages = entry.pages
+            mine = sorted(
+                (index, value >> shift & NIBBLE)
+                for index, value in pages.items()
+                if value >> shift & NIBBLE
+            )
+            start = end = -1
+            state = 0
+            for index, value in mine:
+                rest = pages[index] & clear
+                if rest:
+                    pages[index] = rest
+                else:
+                    del pages[index]
+                if index == end and value == state:
+                    end += 1
+                    continue
+                if end > start:
+                    runs.append((key, start, end - start, state))
+                start, end, state = index, index + 1, value
+            if end > start:
+                runs.append((key, start, end - start, state))
+        return runs
+
+    def _clear_slot(self, entry: FileEntry, slot: int) -> None:
+        clear = ~(NIBBLE << (4 * slot))
+        pages = entry.pages
+        for index in list(pages):
+            rest = pages[index] & clear
+            if rest:
+                pages[index] = rest
+            else:
+                del pages[index]
+        entry.queued &= ~(1 << slot)
+        self._queues[slot].pop(entry.key, None)
+
+    # -- statistics ----------------------------------------------------------------------
+
+    def pending_pages(self, slot: int) -> int:
+        """Pages pending for the slot (walks the slot's queue)."""
+        shift = 4 * slot
+        return sum(
+            1
+            for entry in self._queues[slot].values()
+            for value in entry.pages.values()
+            if value >> shift & NIBBLE
+        )
+
+    def pending_files(self, slot: int) -> int:
+        """Files holding pending pages for the slot (may count files whose pages cancelled)."""
+        return len(self._queues[slot])
+
+    def statistics(self) -> StoreStatistics:
+        """Sizes of the store, and its estimated memory."""
+        pending_files = 0
+        pending_pages = 0
+        for entry in self._files.values():
+            if entry.pages:
+                pending_files += 1
+                pending_pages += len(entry.pages)
+        files = len(self._files)
+        return StoreStatistics(
+            files=files,
+            pending_files=pending_files,
+            pending_pages=pending_pages,
+            memory_bytes=files * BYTES_PER_FILE + pending_pages * BYTES_PER_PAGE,
+        )
