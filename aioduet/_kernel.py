@@ -27,7 +27,6 @@ import errno
 import fcntl
 import functools
 import os
-import re
 import struct
 import tempfile
 from typing import NoReturn
@@ -47,7 +46,6 @@ __all__ = [
     "mincore",
     "page_runs",
     "prefetch",
-    "runs_of",
 ]
 
 PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE")
@@ -264,9 +262,3 @@ def inode_generation(fd: int) -> int:
             return 0
         raise
     return int(struct.unpack_from("=I", buf)[0])
-
-
-def runs_of(vector: bytes, value: int = 1) -> list[tuple[int, int]]:
-    """Return the ``(first_index, count)`` runs of bytes equal to ``value`` in ``vector``."""
-    pattern = re.compile(re.escape(bytes([value])) + b"+")
-    return [(m.start(), m.end() - m.start()) for m in pattern.finditer(vector)]

@@ -33,9 +33,9 @@ from aioduet._kernel import (
     mincore,
     page_runs,
     prefetch,
-    runs_of,
 )
 from aioduet.errors import AioduetError, ResidencyUnknown, SourceUnavailable
+from aioduet.sources._pagemap import runs as page_runs_of
 
 pytestmark = pytest.mark.kernel
 
@@ -202,7 +202,7 @@ def test_mincore_sees_exactly_the_pages_read(tmp_ext4: Path) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
         os.pread(fd, 10 * PAGE_SIZE, 10 * PAGE_SIZE)
         vector = mincore(fd, 64 * PAGE_SIZE)
-        assert runs_of(vector) == [(10, 10)]
+        assert page_runs_of(vector) == [(10, 10)]
         assert set(vector) == {0, 1}
 
 
@@ -241,7 +241,7 @@ def test_cache_runs_agree_with_mincore(tmp_ext4: Path) -> None:
         for first, count in [(0, 3), (7, 1), (8, 1), (50, 60), (199, 1)]:
             os.pread(fd, count * PAGE_SIZE, first * PAGE_SIZE)
         runs = page_runs(fd, 200 * PAGE_SIZE, "cache")
-        assert runs == runs_of(mincore(fd, 200 * PAGE_SIZE))
+        assert runs == page_runs_of(mincore(fd, 200 * PAGE_SIZE))
         assert runs == [(0, 3), (7, 2), (50, 60), (199, 1)]
 
 
@@ -357,18 +357,3 @@ def test_inode_generation_bad_fd_raises(tmp_ext4: Path) -> None:
     with pytest.raises(OSError) as info:
         inode_generation(fd)
     assert info.value.errno == errno.EBADF
-
-
-# runs_of
-
-
-def test_runs_of_examples() -> None:
-    assert runs_of(b"") == []
-    assert runs_of(b"\x00\x01\x01\x00\x01") == [(1, 2), (4, 1)]
-    assert runs_of(b"\x00\x01\x01\x00\x01", 0) == [(0, 1), (3, 1)]
-    assert runs_of(b"+++", ord("+")) == [(0, 3)]  # a regex metacharacter
-
-
-@given(st.binary(max_size=300).map(lambda b: bytes(x & 1 for x in b)), st.sampled_from([0, 1]))
-def test_runs_of_matches_naive_loop(vector: bytes, value: int) -> None:
-    assert runs_of(vector, value) == naive_runs(vector, value)
