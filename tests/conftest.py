@@ -1,0 +1,33 @@
+"""Shared fixtures: event-loop backends and fresh directories on ext4."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+#: The task API runs on every loop anyio gives us: asyncio, asyncio on uvloop, and trio.
+BACKENDS = [
+    pytest.param(("asyncio", {}), id="asyncio"),
+    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+    pytest.param(("trio", {}), id="trio"),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
+    backend: tuple[str, dict[str, object]] = request.param
+    return backend
+
+
+@pytest.fixture
+def ext4_dir() -> Iterator[Path]:
+    """A fresh directory under /tmp, which is ext4 on this machine kind (never tmpfs)."""
+    path = Path(tempfile.mkdtemp(prefix="aioduet-test-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
