@@ -25,7 +25,8 @@ from .tasks import Registration, Task
 __all__ = ["Duet", "open_duet", "validate_mask"]
 
 DEFAULT_MAX_TASKS = 8
-_REGISTRABLE = (
+# A plain int: ~ on an IntFlag complements only within the flag's own bits.
+_REGISTRABLE = int(
     Event.ADDED | Event.REMOVED | Event.DIRTY | Event.FLUSHED | Event.MODIFIED | Event.EXISTS
 )
 

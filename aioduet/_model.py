@@ -72,7 +72,7 @@ class Uuid:
 def _check_state(instance: Item, attribute: attrs.Attribute[Event], value: Event) -> None:
     if value == Event.OVERFLOW:
         return
-    if not value or value & ~PAGE_EVENTS:
+    if not value or int(value) & ~int(PAGE_EVENTS):
         raise ValueError(f"an item's state holds page events only, not {value!r}")
 
 

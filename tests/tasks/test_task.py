@@ -37,11 +37,11 @@ def pages(items: list[Item], uuid: Uuid, bit: Event) -> set[int]:
 
 
 async def collect(
-    task: aioduet.Task, until: Callable[[list[Item]], bool], timeout: float = 10
+    task: aioduet.Task, until: Callable[[list[Item]], bool], seconds: float = 10
 ) -> list[Item]:
     """Fetch until ``until(items)`` holds (bounded wait, no sleeping)."""
     items: list[Item] = []
-    with anyio.fail_after(timeout):
+    with anyio.fail_after(seconds):
         while not until(items):
             items += await task.fetch()
     return items

@@ -1,0 +1,149 @@
+"""open_duet() and register(): validation, limits, and that errors leave the framework working."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+from pagecache import read_pages, write_clean
+
+import aioduet
+from aioduet import Event
+from aioduet._framework import validate_mask
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (0, "empty"),
+        (Event.EXISTS | Event.ADDED, "EXISTS already covers"),
+        (Event.EXISTS | Event.REMOVED, "EXISTS already covers"),
+        (Event.MODIFIED | Event.DIRTY, "MODIFIED already covers"),
+        (Event.MODIFIED | Event.FLUSHED, "MODIFIED already covers"),
+        (Event.OVERFLOW, "OVERFLOW"),
+        (Event.ADDED | Event.OVERFLOW, "OVERFLOW"),
+        (0x100, "no aioduet.Event"),
+    ],
+)
+def test_invalid_masks_are_refused(mask: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        validate_mask(mask)
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        Event.EXISTS,
+        Event.MODIFIED,
+        Event.EXISTS | Event.MODIFIED,
+        Event.ADDED,
+        Event.ADDED | Event.REMOVED | Event.DIRTY | Event.FLUSHED,
+        Event.EXISTS | Event.DIRTY,
+    ],
+)
+def test_valid_masks_are_kept(mask: Event) -> None:
+    assert validate_mask(mask) == mask
+
+
+def test_mask_must_be_an_int() -> None:
+    with pytest.raises(TypeError):
+        validate_mask("ADDED")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        validate_mask(True)
+
+
+def test_open_duet_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="max_tasks"):
+        aioduet.open_duet(max_tasks=0)
+    with pytest.raises(ValueError, match="max_tasks"):
+        aioduet.open_duet(max_tasks=65)
+    with pytest.raises(ValueError, match="interval"):
+        aioduet.open_duet(interval=0)
+    with pytest.raises(ValueError, match="unknown source set"):
+        aioduet.open_duet(sources="fast")
+    with pytest.raises(ValueError, match="unknown source"):
+        aioduet.open_duet(sources=["residency", "magic"])
+    with pytest.raises(ValueError, match="empty"):
+        aioduet.open_duet(sources=[])
+    with pytest.raises(aioduet.SourceUnavailable, match="not available in this version"):
+        aioduet.open_duet(sources="exact")
+
+
+async def test_bad_registrations_raise_at_once_and_the_framework_keeps_working(
+    ext4_dir: Path,
+) -> None:
+    a_file = write_clean(ext4_dir / "plain", 4)
+    async with aioduet.open_duet(interval=0.05, max_tasks=2) as duet:
+        with pytest.raises(ValueError, match="empty"):
+            duet.register("zero", 0, ext4_dir)
+        with pytest.raises(ValueError, match="EXISTS"):
+            duet.register("mixed", Event.EXISTS | Event.ADDED, ext4_dir)
+        with pytest.raises(ValueError, match="MODIFIED"):
+            duet.register("mixed", Event.MODIFIED | Event.DIRTY, ext4_dir)
+        with pytest.raises(ValueError, match="OVERFLOW"):
+            duet.register("overflow", Event.OVERFLOW, ext4_dir)
+        with pytest.raises(ValueError, match="absolute"):
+            duet.register("relative", Event.EXISTS, "relative/dir")
+        with pytest.raises(FileNotFoundError):
+            duet.register("missing", Event.EXISTS, ext4_dir / "missing")
+        with pytest.raises(NotADirectoryError):
+            duet.register("file", Event.EXISTS, a_file)
+        with pytest.raises(TypeError):
+            duet.register(3, Event.EXISTS, ext4_dir)  # type: ignore[arg-type]
+        first = await duet.register("one", Event.EXISTS, ext4_dir)
+        second = await duet.register("two", Event.EXISTS, ext4_dir)
+        with pytest.raises(aioduet.TooManyTasks, match="already runs 2 tasks"):
+            duet.register("three", Event.EXISTS, ext4_dir)
+        assert [t.name for t in (await duet.status()).tasks] == ["one", "two"]
+        await second.aclose()
+        # The freed slot is usable, and the framework still delivers items.
+        async with duet.register("again", Event.ADDED, ext4_dir) as third:
+            await third.wait_scanned()
+            read_pages(a_file)
+            with anyio.fail_after(10):
+                items = await third.fetch()
+            assert items[0].state & Event.ADDED
+            assert third.id > second.id  # ids are never reused
+        await first.aclose()
+
+
+async def test_register_needs_an_open_framework(ext4_dir: Path) -> None:
+    duet = aioduet.open_duet()
+    with pytest.raises(anyio.ClosedResourceError):
+        duet.register("early", Event.EXISTS, ext4_dir)
+    async with duet:
+        pass
+    with pytest.raises(anyio.ClosedResourceError):
+        duet.register("late", Event.EXISTS, ext4_dir)
+    with pytest.raises(RuntimeError, match="only once"):
+        async with duet:
+            pass
+
+
+async def test_symlinked_root_is_resolved(ext4_dir: Path) -> None:
+    real = ext4_dir / "real"
+    real.mkdir()
+    link = ext4_dir / "link"
+    os.symlink(real, link)
+    async with (
+        aioduet.open_duet() as duet,
+        duet.register("linked", Event.EXISTS, link) as task,
+    ):
+        assert task.path == str(real)
+
+
+async def test_fetch_arguments_are_checked(ext4_dir: Path) -> None:
+    async with (
+        aioduet.open_duet() as duet,
+        duet.register("args", Event.EXISTS, ext4_dir) as task,
+    ):
+        with pytest.raises(ValueError, match="max_items"):
+            task.fetch_nowait(0)
+        with pytest.raises(TypeError):
+            await task.get_path((1, 2, 3))  # type: ignore[arg-type]
+        with pytest.raises(aioduet.NotFound):
+            await task.get_path(aioduet.Uuid(1, 2, 3))
