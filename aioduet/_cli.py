@@ -1,0 +1,276 @@
+"""The ``aioduet`` command line: ``watch`` streams items; ``demo`` runs a scripted workload."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TextIO
+
+import anyio
+import anyio.abc
+
+from . import _kernel
+from ._framework import open_duet, validate_mask
+from ._model import Event, Item
+from .errors import AioduetError, NotFound
+from .tasks import Task
+
+__all__ = ["main"]
+
+_DEFAULT_MASK = "EXISTS,MODIFIED"
+
+
+def parse_mask(text: str) -> Event:
+    """``"EXISTS,MODIFIED"`` or ``"added|removed"`` -> Event; ArgumentTypeError if invalid."""
+    mask = Event(0)
+    for word in text.replace("|", ",").split(","):
+        name = word.strip().upper()
+        if not name:
+            continue
+        try:
+            mask |= Event[name]
+        except KeyError:
+            names = ", ".join(e.name or "" for e in Event if e != Event.OVERFLOW)
+            raise argparse.ArgumentTypeError(
+                f"unknown event {word.strip()!r} (use {names})"
+            ) from None
+    try:
+        return validate_mask(mask)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def state_names(state: Event) -> list[str]:
+    """The names of the bits set in an item's state, in value order."""
+    return [e.name or "" for e in Event if e & state]
+
+
+def item_json(item: Item, path: str | None) -> str:
+    """One JSON line with the keys DESIGN.md fixes: dev, ino, gen, index, count, state, path."""
+    u = item.uuid
+    return json.dumps(
+        {
+            "dev": u.dev,
+            "ino": u.ino,
+            "gen": u.gen,
+            "index": item.index,
+            "count": item.count,
+            "state": state_names(item.state),
+            "path": path,
+        },
+        separators=(",", ":"),
+    )
+
+
+def item_line(item: Item, path: str | None) -> str:
+    """One human-readable line for an item."""
+    state = "|".join(state_names(item.state))
+    if item.state == Event.OVERFLOW:
+        return f"{state:<16} observations were lost; rescanning {path}"
+    last = item.index + item.count - 1
+    where = path if path is not None else f"<dev {item.uuid.dev} ino {item.uuid.ino}>"
+    return f"{state:<16} pages {item.index}-{last} ({item.count})  {where}"
+
+
+async def _print_items(task: Task, as_json: bool, out: TextIO) -> None:
+    async for item in task:
+        try:
+            path: str | None = await task.get_path(item.uuid)
+        except NotFound:
+            path = None
+        print(item_json(item, path) if as_json else item_line(item, path), file=out, flush=True)
+
+
+async def _until_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    async with open_duet(interval=args.interval) as duet:
+        task = await duet.register("watch", args.mask, args.path)
+        mask = "|".join(state_names(args.mask))
+        print(f"watching {task.path} for {mask} (Ctrl-C to stop)", file=sys.stderr)
+        async with anyio.create_task_group() as group:
+            group.start_soon(_until_signal, group.cancel_scope)
+            if args.duration is not None:
+                group.cancel_scope.deadline = anyio.current_time() + args.duration
+            await _print_items(task, args.json, sys.stdout)
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    base = tempfile.mkdtemp(prefix="aioduet-demo-", dir=args.directory)
+    page = _kernel.PAGE_SIZE
+    try:
+        files = {name: os.path.join(base, name) for name in ("alpha", "beta")}
+        await anyio.to_thread.run_sync(_make_clean_files, files.values(), 64 * page)
+        print(f"demo directory {base}: two files of 64 pages, flushed and evicted", file=sys.stderr)
+        async with open_duet(interval=0.1) as duet:
+            task = await duet.register("demo", Event.EXISTS | Event.MODIFIED, base)
+            await task.wait_scanned()
+            steps: list[tuple[str, Callable[[], None], str, Event]] = [
+                ("read alpha", lambda: _read(files["alpha"]), files["alpha"], Event.ADDED),
+                (
+                    "write 2 pages of beta",
+                    lambda: _write(files["beta"], 2 * page, 2 * page),
+                    files["beta"],
+                    Event.DIRTY,
+                ),
+                ("fsync beta", lambda: _fsync(files["beta"]), files["beta"], Event.FLUSHED),
+                ("evict alpha", lambda: _evict(files["alpha"]), files["alpha"], Event.REMOVED),
+            ]
+            missing = 0
+            for title, action, path, expected in steps:
+                print(f"--- {title}: expecting {expected.name}", file=sys.stderr)
+                action()
+                if not await _show_until(task, path, expected, args.json):
+                    print(f"    no {expected.name} item within 10 s", file=sys.stderr)
+                    missing += 1
+            status = await duet.status()
+            print(
+                f"store: {status.store.files} files, {status.store.memory_bytes} bytes;"
+                f" residency passes: {status.sources[0].passes}",
+                file=sys.stderr,
+            )
+        return 1 if missing else 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def _show_until(task: Task, path: str, expected: Event, as_json: bool) -> bool:
+    with anyio.move_on_after(10):
+        while True:
+            for item in await task.fetch():
+                try:
+                    found: str | None = await task.get_path(item.uuid)
+                except NotFound:
+                    found = None
+                print(item_json(item, found) if as_json else item_line(item, found), flush=True)
+                if found == path and item.state & expected:
+                    return True
+    return False
+
+
+def _make_clean_files(paths: Iterable[str], size: int) -> None:
+    for path in paths:
+        with open(path, "wb") as f:
+            f.write(os.urandom(size))
+            f.flush()
+            os.fsync(f.fileno())
+            _kernel.evict(f.fileno())
+
+
+def _with_fd(path: str, flags: int, action: Callable[[int], Any]) -> None:
+    fd = os.open(path, flags)
+    try:
+        action(fd)
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> None:
+    with open(path, "rb") as f:
+        while f.read(1 << 20):
+            pass
+
+
+def _write(path: str, offset: int, length: int) -> None:
+    _with_fd(path, os.O_WRONLY, lambda fd: os.pwrite(fd, b"w" * length, offset))
+
+
+def _fsync(path: str) -> None:
+    _with_fd(path, os.O_WRONLY, os.fsync)
+
+
+def _evict(path: str) -> None:
+    _with_fd(path, os.O_RDONLY, _kernel.evict)
+
+
+def _existing_directory(text: str) -> str:
+    path = os.path.abspath(text)
+    if not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an existing directory")
+    return path
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aioduet", description="Page-cache events for files, as Duet gave them."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    watch = commands.add_parser("watch", help="stream the page-cache items of a directory")
+    watch.add_argument("path", type=_existing_directory, help="directory to watch")
+    watch.add_argument(
+        "--mask",
+        type=parse_mask,
+        default=parse_mask(_DEFAULT_MASK),
+        help=f"events, comma-separated (default {_DEFAULT_MASK})",
+    )
+    watch.add_argument("--json", action="store_true", help="one JSON object per item")
+    watch.add_argument(
+        "--interval",
+        type=_positive,
+        default=1.0,
+        help="seconds between residency passes (default 1)",
+    )
+    watch.add_argument(
+        "--duration",
+        type=_positive,
+        default=None,
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
+    watch.set_defaults(run=_watch)
+
+    demo = commands.add_parser(
+        "demo", help="read, write, flush and evict files in a fresh directory and show the items"
+    )
+    demo.add_argument(
+        "directory",
+        nargs="?",
+        type=_existing_directory,
+        default=None,
+        help="where to make the demo directory (default: the temp directory)",
+    )
+    demo.add_argument("--json", action="store_true", help="one JSON object per item")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _run(function: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {}
+    try:
+        import uvloop  # noqa: F401, PLC0415 - only probing whether it is installed
+    except ImportError:
+        pass
+    else:
+        options["use_uvloop"] = True
+    return anyio.run(function, args, backend_options=options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``aioduet`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args.run, args)
+    except KeyboardInterrupt:
+        return 0
+    except (AioduetError, OSError, ValueError) as exc:
+        print(f"aioduet: error: {exc}", file=sys.stderr)
+        return 1
