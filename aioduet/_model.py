@@ -29,6 +29,14 @@ class Event(enum.IntFlag):
     EXISTS = 0x20
     OVERFLOW = 0x40
 
+    def __str__(self) -> str:
+        """The bit names, as in ``ADDED|REMOVED`` (``0`` when empty)."""
+        return self.name or "0"
+
+    def __format__(self, spec: str) -> str:
+        """Format the bit names (``f"{state:<16}"``), not the integer."""
+        return format(str(self), spec)
+
 
 #: The four per-page state bits that items carry.
 PAGE_EVENTS = Event.ADDED | Event.REMOVED | Event.DIRTY | Event.FLUSHED
