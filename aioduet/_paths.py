@@ -35,6 +35,10 @@ class PathIndex:
     def __len__(self) -> int:
         return len(self._paths)
 
+    def __contains__(self, inode: object) -> bool:
+        """Whether a path of ``(dev, ino)`` is known."""
+        return inode in self._paths
+
     def add(self, dev: int, ino: int, path: str, nlink: int = 1) -> bool:
         """Record that the file is reachable at ``path``; True when its known paths changed.
 

@@ -33,14 +33,26 @@ class Sink:
     store: Store
     index: PathIndex
 
-    def learn(self, notes: Iterable[PathNote]) -> None:
-        """Record paths; a file whose path changed has its relevance decided again."""
-        add = self.index.add
-        forget = self.store.forget_relevance
+    def learn(self, notes: Iterable[PathNote]) -> list[tuple[int, int]]:
+        """Record paths; returns the ``(dev, ino)`` of files whose known paths changed.
+
+        The source must pass each of those to :meth:`relocate` with the file's state.
+        """
+        index = self.index
+        moved: list[tuple[int, int]] = []
         for dev, ino, nlink, path in notes:
-            if add(dev, ino, path, nlink):
-                for key in self.store.keys_of(dev, ino):
-                    forget(key)
+            known = (dev, ino) in index
+            if index.add(dev, ino, path, nlink) and known:
+                moved.append((dev, ino))
+        return moved
+
+    def relocate(self, dev: int, ino: int, present: Sequence[tuple[int, int, int]]) -> None:
+        """A file's path changed: tasks whose scope it left or entered hear of ``present``.
+
+        ``present`` is its current state as ``(first page, count, ADDED or DIRTY)`` runs.
+        """
+        for key in self.store.keys_of(dev, ino):
+            self.store.relocate(key, present)
 
     def unlearn(self, dev: int, ino: int, path: str | None = None) -> None:
         """The file is no longer at ``path`` (or anywhere, when ``path`` is None)."""

@@ -191,7 +191,8 @@ class ResidencySource:
 
     def _apply(self, batch: _Batch, deliver: Deliver | None) -> None:
         sink = self.sink
-        sink.learn(batch.notes)
+        for dev, ino in sink.learn(batch.notes):
+            sink.relocate(dev, ino, self._present(dev, ino))
         if batch.observations:
             sink.ingest(batch.observations)
         if batch.intro and deliver is not None:
@@ -294,6 +295,13 @@ class ResidencySource:
             self._known[ident] = fresh
         else:
             self._known.pop(ident, None)
+
+    def _present(self, dev: int, ino: int) -> list[tuple[int, int, int]]:
+        known = self._known.get((dev, ino))
+        if known is None:
+            return []
+        cached = [(first, count, _ADDED) for first, count in _pagemap.runs(known.cached)]
+        return cached + [(first, count, _DIRTY) for first, count in _pagemap.runs(known.dirty)]
 
     def _vanished(self, pass_id: int) -> _Batch:
         batch = _Batch()

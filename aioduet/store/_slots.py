@@ -15,7 +15,7 @@ import attrs
 
 from .._model import PAGE_EVENTS, Event
 
-__all__ = ["NIBBLE", "SlotTable", "cancel", "effective_mask", "slot_bits"]
+__all__ = ["NIBBLE", "SlotTable", "cancel", "effective_mask", "nibbles_of", "slot_bits"]
 
 NIBBLE = 0xF
 
@@ -49,6 +49,18 @@ def cancel(value: int, cancel_lo: int) -> int:
     if both:
         value &= ~(both * 3)  # both | both << 1: the pair's two bits
     return value
+
+
+def nibbles_of(slots: int) -> int:
+    """The packed mask with a full nibble for every slot bit set in ``slots``."""
+    mask = 0
+    slot = 0
+    while slots:
+        if slots & 1:
+            mask |= NIBBLE << (4 * slot)
+        slots >>= 1
+        slot += 1
+    return mask
 
 
 def slot_bits(spread: int, max_slots: int) -> int:

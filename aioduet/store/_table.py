@@ -21,12 +21,12 @@ The store knows nothing of paths, sources or tasks. Relevance is decided once pe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
 from .._model import Event
-from ._slots import NIBBLE, SlotTable, cancel
+from ._slots import NIBBLE, SlotTable, cancel, nibbles_of
 
 __all__ = ["FileEntry", "Key", "Observation", "Run", "Store", "StoreStatistics"]
 
@@ -41,6 +41,8 @@ RelevanceFn = Callable[[Key, int], "bool | None"]
 """Decides whether a file is relevant to a slot; ``None`` when it cannot tell yet."""
 NotifyFn = Callable[[int], None]
 """Called with one bit per slot that received pending state."""
+
+_OPPOSITE = {int(Event.ADDED): int(Event.REMOVED), int(Event.DIRTY): int(Event.FLUSHED)}
 
 #: Estimated bytes per pending page and per file entry, as measured by
 #: ``bench/store_ingest.py`` (CPython 3.11, 64-bit); used by :meth:`Store.statistics`.
@@ -67,15 +69,7 @@ class FileEntry:
     """Slots whose queue holds this entry."""
 
     def reroute(self) -> None:
-        mask = self.relevant & ~self.done
-        route = 0
-        slot = 0
-        while mask:
-            if mask & 1:
-                route |= NIBBLE << (4 * slot)
-            mask >>= 1
-            slot += 1
-        self.route = route
+        self.route = nibbles_of(self.relevant & ~self.done)
 
 
 @attrs.frozen
@@ -168,7 +162,9 @@ class Store:
         """Merge observations for one slot only (a registration scan's initial state)."""
         self._ingest(observations, NIBBLE << (4 * slot))
 
-    def _ingest(self, observations: Iterable[Observation], only: int) -> None:
+    def _ingest(
+        self, observations: Iterable[Observation], only: int, *, routed: bool = True
+    ) -> None:
         files = self._files
         slots = self._slots
         active = slots.active
@@ -184,7 +180,7 @@ class Store:
                 entry = self._entry(key)
             if entry.seen != active:
                 self._decide(entry, active)
-            spread = spread_of(event) & entry.route & only
+            spread = spread_of(event) & (entry.route if routed else -1) & only
             if not spread:
                 continue
             pages = entry.pages
@@ -233,6 +229,28 @@ class Store:
                         entry.relevant |= bit
         # A slot that could not decide leaves entry.seen != active: it is asked again next time.
         entry.reroute()
+
+    def relocate(self, key: Key, present: Sequence[tuple[int, int, int]]) -> None:
+        """The file's path changed: decide its relevance again, now, and tell the slots.
+
+        ``present`` is the file's current state as ``(first page, count, ADDED or DIRTY)``
+        runs. Slots whose scope the file left get the opposite (REMOVED, FLUSHED): to them its
+        pages are gone. Slots whose scope it entered get ``present`` (ADDED, DIRTY).
+        """
+        entry = self._files.get(key)
+        if entry is None:
+            return  # no slot was told anything of it; relevance is decided on next sight
+        before = entry.relevant & entry.seen & ~entry.done
+        entry.seen = entry.relevant = 0
+        self._decide(entry, self._slots.active)
+        after = entry.relevant & ~entry.done
+        left, joined = before & ~after, after & ~before
+        if left:
+            gone = [(key, first, count, _OPPOSITE[event]) for first, count, event in present]
+            self._ingest(gone, nibbles_of(left), routed=False)
+        if joined:
+            came = [(key, first, count, event) for first, count, event in present]
+            self._ingest(came, nibbles_of(joined), routed=False)
 
     def forget_relevance(self, key: Key) -> None:
         """The file's path changed (a rename): decide its relevance again on next sight."""

@@ -1,0 +1,141 @@
+"""The residency source on real files: scans, renames, deletions, unreadable files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+from pagecache import read_pages, write_clean
+
+import aioduet
+from aioduet import Event, Item, Uuid, _kernel
+
+pytestmark = pytest.mark.anyio
+
+INTERVAL = 0.05
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def uuid_of(path: Path) -> Uuid:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return Uuid.from_stat(os.fstat(fd), _kernel.inode_generation(fd))
+    finally:
+        os.close(fd)
+
+
+async def collect(task: aioduet.Task, until: Callable[[list[Item]], bool]) -> list[Item]:
+    items: list[Item] = []
+    with anyio.fail_after(15):
+        while not until(items):
+            items += await task.fetch()
+    return items
+
+
+def has(items: list[Item], uuid: Uuid, bit: Event) -> bool:
+    return any(item.uuid == uuid and item.state & bit for item in items)
+
+
+async def test_registration_scan_is_incremental_on_a_large_tree(ext4_dir: Path) -> None:
+    """Items of a big tree arrive while the scan is still running, in several batches."""
+    tree = ext4_dir / "tree"
+    for d in range(20):
+        sub = tree / f"d{d:02}"
+        sub.mkdir(parents=True)
+        for f in range(150):
+            (sub / f"f{f:03}").write_bytes(b"x" * 100)  # cached: just written
+    async with aioduet.open_duet(interval=60) as duet:
+        task = await duet.register("big", Event.EXISTS, tree)
+        with anyio.fail_after(30):
+            first = await task.fetch(10)
+        assert first
+        assert task.statistics().scanning, "items came only after the whole scan"
+        await task.wait_scanned()
+        items = first + task.fetch_nowait(10_000)
+        files = {item.uuid for item in items if item.state & Event.ADDED}
+        # DAMON may evict a few between writing and scanning; nearly all must be reported.
+        assert len(files) >= 2900
+        assert len(items) == len(files)  # one single-page item per file, no duplicates
+
+
+async def test_renames_out_of_and_into_the_scope_are_honoured(ext4_dir: Path) -> None:
+    inside, outside = ext4_dir / "in", ext4_dir / "out"
+    leaving = write_clean(inside / "leaving", 4)
+    coming = write_clean(outside / "coming", 4)
+    ul, uc = uuid_of(leaving), uuid_of(coming)
+    async with aioduet.open_duet(interval=INTERVAL) as duet:
+        task = await duet.register("scope", Event.EXISTS, inside)
+        probe = await duet.register("probe", Event.EXISTS, ext4_dir)
+        await task.wait_scanned()
+        await probe.wait_scanned()
+        read_pages(leaving)
+        read_pages(coming)
+        await collect(probe, lambda got: has(got, ul, Event.ADDED) and has(got, uc, Event.ADDED))
+        mine = await collect(task, lambda got: has(got, ul, Event.ADDED))
+        assert not has(mine, uc, Event.ADDED)
+        assert await task.get_path(ul) == str(leaving)
+
+        os.rename(leaving, outside / "left")
+        os.rename(coming, inside / "came")
+        # To the task, the pages of the file that left are gone, and those of the file that
+        # came are new: its state-based view converges without anything being read again.
+        mine = await collect(
+            task, lambda got: has(got, ul, Event.REMOVED) and has(got, uc, Event.ADDED)
+        )
+        assert {p for item in mine if item.uuid == uc for p in item.pages} == set(range(4))
+        with pytest.raises(aioduet.NotFound):
+            await task.get_path(ul)
+        assert await task.get_path(uc) == str(inside / "came")
+        assert await task.check_done(ul) is True  # irrelevant now
+        assert await task.check_done(uc) is False
+        # The probe watches both directories: a rename inside its scope changes nothing.
+        assert [i for i in probe.fetch_nowait() if i.uuid in (ul, uc) and i.count] == []
+
+
+async def test_deleted_files_are_reported_removed(ext4_dir: Path) -> None:
+    doomed = write_clean(ext4_dir / "doomed", 8)
+    ud = uuid_of(doomed)
+    async with aioduet.open_duet(interval=INTERVAL) as duet:
+        task = await duet.register("deletes", Event.ADDED | Event.REMOVED, ext4_dir)
+        await task.wait_scanned()
+        read_pages(doomed)
+        await collect(task, lambda got: has(got, ud, Event.ADDED))
+        doomed.unlink()
+        items = await collect(task, lambda got: has(got, ud, Event.REMOVED))
+        removed = {p for item in items if item.uuid == ud for p in item.pages}
+        assert removed == set(range(8))
+        with pytest.raises(aioduet.NotFound):
+            await task.get_path(ud)
+
+
+async def test_unreadable_files_are_unknown_never_cached(ext4_dir: Path) -> None:
+    """A file the caller may not open counts as unknown; nothing is reported as cached."""
+    secret = write_clean(ext4_dir / "secret", 4)
+    read_pages(secret)
+    secret.chmod(0)
+    script = f"""
+import os, anyio, anyio._backends._asyncio, aioduet
+from aioduet import Event
+os.setgid(65534); os.setuid(65534)
+async def main():
+    async with aioduet.open_duet(interval=60) as duet:
+        task = await duet.register("nobody", Event.EXISTS, {str(ext4_dir)!r})
+        await task.wait_scanned()
+        items = task.fetch_nowait(100)
+        status = await duet.status()
+        print(len(items), status.sources[0].unknown)
+anyio.run(main)
+"""
+    ext4_dir.chmod(0o755)
+    with anyio.fail_after(60):
+        result = await anyio.run_process(["python", "-c", script], check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    items, unknown = result.stdout.decode().split()
+    assert (items, unknown) == ("0", "1")
