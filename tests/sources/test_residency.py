@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,7 +120,8 @@ async def test_unreadable_files_are_unknown_never_cached(ext4_dir: Path) -> None
     """A file the caller may not open counts as unknown; nothing is reported as cached."""
     secret = write_clean(ext4_dir / "secret", 4)
     read_pages(secret)
-    secret.chmod(0)
+    os.chmod(secret, 0)
+    os.chmod(ext4_dir, 0o755)
     script = f"""
 import os, anyio, anyio._backends._asyncio, aioduet
 from aioduet import Event
@@ -133,9 +135,8 @@ async def main():
         print(len(items), status.sources[0].unknown)
 anyio.run(main)
 """
-    ext4_dir.chmod(0o755)
     with anyio.fail_after(60):
-        result = await anyio.run_process(["python", "-c", script], check=False)
+        result = await anyio.run_process([sys.executable, "-c", script], check=False)
     assert result.returncode == 0, result.stderr.decode()
     items, unknown = result.stdout.decode().split()
     assert (items, unknown) == ("0", "1")
