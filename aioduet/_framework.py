@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import os
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -16,7 +17,7 @@ import attrs
 from . import _kernel
 from ._model import Event, Uuid
 from ._paths import PathIndex, normalize_root
-from ._status import Status, TaskStatus
+from ._status import SourceStatus, Status, TaskStatus
 from .errors import SourceUnavailable, TooManyTasks
 from .sources import Source, make_sources, resolve_sources
 from .store import Key, Observation, Store
@@ -25,6 +26,9 @@ from .tasks import Registration, Task
 __all__ = ["Duet", "open_duet", "validate_mask"]
 
 DEFAULT_MAX_TASKS = 8
+_RESTART_DELAY = 0.5
+_RESTART_DELAY_MAX = 30.0
+logger = logging.getLogger("aioduet")
 # A plain int: ~ on an IntFlag complements only within the flag's own bits.
 _REGISTRABLE = int(
     Event.ADDED | Event.REMOVED | Event.DIRTY | Event.FLUSHED | Event.MODIFIED | Event.EXISTS
@@ -86,6 +90,8 @@ class Duet:
     _group: anyio.abc.TaskGroup | None = attrs.field(init=False, default=None)
     _stack: AsyncExitStack | None = attrs.field(init=False, default=None)
     _state: str = attrs.field(init=False, default="new")
+    _failures: dict[str, int] = attrs.field(init=False, factory=dict)
+    _failure_text: dict[str, str] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self.store = Store(self.max_tasks, relevance=self._relevance, notify=self._notify)
@@ -113,11 +119,17 @@ class Duet:
                 errno.ENOSYS, "cachestat is unavailable here (Linux >= 6.5 is needed)"
             )
         self._sources = make_sources(self._source_names, self.index, self.store, self._interval)
-        async with AsyncExitStack() as stack:
-            self._group = await stack.enter_async_context(anyio.create_task_group())
-            for source in self._sources:
-                await self._group.start(source.run)
-            self._stack = stack.pop_all()
+        try:
+            async with AsyncExitStack() as stack:
+                self._group = await stack.enter_async_context(anyio.create_task_group())
+                for source in self._sources:
+                    await self._group.start(self._supervise, source)
+                self._stack = stack.pop_all()
+        except BaseExceptionGroup as group:
+            # A source that could not start: raise its own error, not a group of one.
+            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+                raise group.exceptions[0] from None
+            raise
         self._state = "open"
         return self
 
@@ -140,6 +152,42 @@ class Duet:
         assert self._group is not None and self._stack is not None
         self._group.cancel_scope.cancel()
         await self._stack.aclose()
+
+    async def _supervise(self, source: Source, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Run a source; if it fails after starting, say so and restart it with backoff.
+
+        A failure while starting propagates (``open_duet()`` raises it). A later one is
+        logged, counted in ``status()``, and signalled to every task as OVERFLOW, since
+        observations were lost; the restarted source rescans its scopes.
+        """
+        started = _StartedOnce(task_status)
+        delay = _RESTART_DELAY
+        while True:
+            try:
+                await source.run(task_status=started)
+            except Exception as exc:
+                if not started.done:
+                    raise
+                self._failures[source.name] = self._failures.get(source.name, 0) + 1
+                self._failure_text[source.name] = f"{type(exc).__name__}: {exc}"
+                logger.exception("source %r failed; restarting in %.1f s", source.name, delay)
+                self.store.signal_overflow(self.store.active_slots)
+            else:
+                return
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _RESTART_DELAY_MAX)
+
+    def _source_status(self, source: Source) -> SourceStatus:
+        status = source.status()
+        failures = self._failures.get(source.name, 0)
+        if not failures:
+            return status
+        return attrs.evolve(
+            status,
+            errors=status.errors + failures,
+            overflows=status.overflows + failures,
+            last_error=self._failure_text[source.name],
+        )
 
     @property
     def running(self) -> bool:
@@ -228,9 +276,22 @@ class Duet:
             running=self.running,
             max_tasks=self.max_tasks,
             tasks=tasks,
-            sources=tuple(source.status() for source in self._sources),
+            sources=tuple(self._source_status(source) for source in self._sources),
             store=self.store.statistics(),
         )
+
+
+@attrs.define(eq=False)
+class _StartedOnce:
+    """A task status that passes on only the first ``started()`` (sources restart)."""
+
+    outer: anyio.abc.TaskStatus[None]
+    done: bool = False
+
+    def started(self, value: None = None) -> None:
+        if not self.done:
+            self.done = True
+            self.outer.started(value)
 
 
 def open_duet(

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import pytest
 from pagecache import read_pages, write_clean
 
@@ -147,3 +148,70 @@ async def test_fetch_arguments_are_checked(ext4_dir: Path) -> None:
             await task.get_path((1, 2, 3))  # type: ignore[arg-type]
         with pytest.raises(aioduet.NotFound):
             await task.get_path(aioduet.Uuid(1, 2, 3))
+
+
+class FailingSource:
+    """A source that starts, then fails once: the framework must not hide that."""
+
+    name = "failing"
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.restarted = anyio.Event()
+
+    def add_scope(self, root: str) -> None:
+        pass
+
+    def remove_scope(self, root: str) -> None:
+        pass
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.runs += 1
+        task_status.started()
+        if self.runs == 1:
+            await anyio.sleep(0.01)
+            raise RuntimeError("the kernel said no")
+        self.restarted.set()
+        await anyio.sleep_forever()
+
+    async def introduce(self, root: str, deliver: object) -> None:
+        pass
+
+    def status(self) -> aioduet.SourceStatus:
+        return aioduet.SourceStatus(name=self.name, active=True, observations=0)
+
+
+async def test_a_failing_source_is_reported_signalled_and_restarted(
+    ext4_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = FailingSource()
+    monkeypatch.setattr("aioduet._framework.make_sources", lambda *args: [source])
+    async with aioduet.open_duet() as duet:
+        task = await duet.register("victim", Event.EXISTS, ext4_dir)
+        with anyio.fail_after(10):
+            items = await task.fetch()
+            await source.restarted.wait()
+        assert [item.state for item in items] == [Event.OVERFLOW]
+        assert await task.get_path(items[0].uuid) == str(ext4_dir)
+        (status,) = (await duet.status()).sources
+        assert status.errors == 1 and status.overflows == 1
+        assert status.last_error == "RuntimeError: the kernel said no"
+    assert "source 'failing' failed" in caplog.text
+
+
+class BrokenAtStart(FailingSource):
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        raise aioduet.SourceUnavailable("cannot start here")
+
+
+async def test_a_source_failing_to_start_makes_open_duet_raise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("aioduet._framework.make_sources", lambda *args: [BrokenAtStart()])
+    with pytest.raises(aioduet.SourceUnavailable, match="cannot start here"):
+        async with aioduet.open_duet():
+            pass
