@@ -6,7 +6,7 @@ import errno
 import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 
@@ -85,7 +85,7 @@ class Duet:
     index: PathIndex = attrs.field(init=False, factory=PathIndex)
     _sources: list[Source] = attrs.field(init=False, factory=list)
     _tasks: dict[int, Task] = attrs.field(init=False, factory=dict)
-    _scans: dict[int, anyio.CancelScope] = attrs.field(init=False, factory=dict)
+    _intros: dict[int, _Introduction] = attrs.field(init=False, factory=dict)
     _ids: itertools.count[int] = attrs.field(init=False, factory=lambda: itertools.count(1))
     _group: anyio.abc.TaskGroup | None = attrs.field(init=False, default=None)
     _stack: AsyncExitStack | None = attrs.field(init=False, default=None)
@@ -102,6 +102,9 @@ class Duet:
         task = self._tasks.get(slot)
         if task is None:
             return False
+        intro = self._intros.get(slot)
+        if intro is not None and (key[0], key[1]) not in intro.covered:
+            return None  # its registration scan will introduce the file: undecided till then
         return self.index.under(key[0], key[1], task.path)
 
     def _notify(self, slots: int) -> None:
@@ -234,30 +237,26 @@ class Duet:
         self._tasks[slot] = task
         for source in self._sources:
             source.add_scope(root)
-        scope = self._scans[slot] = anyio.CancelScope()
-        self._group.start_soon(self._introduce, task, slot, scope)
+        intro = self._intros[slot] = _Introduction(self.store, task, slot)
+        self._group.start_soon(self._introduce, intro)
         return Registration(task)
 
-    async def _introduce(self, task: Task, slot: int, scope: anyio.CancelScope) -> None:
-        def deliver(observations: Sequence[Observation]) -> None:
-            if not task.closed:
-                self.store.ingest_for(slot, observations)
-
-        with scope:
+    async def _introduce(self, intro: _Introduction) -> None:
+        with intro.scope:
             for source in self._sources:
-                await source.introduce(task.path, deliver)
-        task._mark_scanned()
-        if self._scans.get(slot) is scope:
-            del self._scans[slot]
+                await source.introduce(intro.task.path, intro)
+        intro.task._mark_scanned()
+        if self._intros.get(intro.slot) is intro:
+            del self._intros[intro.slot]
 
     def release(self, task: Task) -> None:
         """Deregister ``task`` (called by :meth:`Task.aclose`)."""
         slot = task._slot
         if self._tasks.get(slot) is not task:
             return
-        scope = self._scans.pop(slot, None)
-        if scope is not None:
-            scope.cancel()
+        intro = self._intros.pop(slot, None)
+        if intro is not None:
+            intro.scope.cancel()
         del self._tasks[slot]
         self.store.remove_slot(slot)
         for source in self._sources:
@@ -279,6 +278,24 @@ class Duet:
             sources=tuple(self._source_status(source) for source in self._sources),
             store=self.store.statistics(),
         )
+
+
+@attrs.define(eq=False)
+class _Introduction:
+    """A running registration scan (see :class:`aioduet.sources.Introduction`)."""
+
+    store: Store
+    task: Task
+    slot: int
+    covered: set[tuple[int, int]] = attrs.field(factory=set)
+    scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
+
+    def cover(self, inodes: Iterable[tuple[int, int]]) -> None:
+        self.covered.update(inodes)
+
+    def deliver(self, observations: Sequence[Observation]) -> None:
+        if not self.task.closed:
+            self.store.ingest_for(self.slot, observations)
 
 
 @attrs.define(eq=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import anyio
@@ -13,10 +13,25 @@ from .._paths import PathIndex
 from .._status import SourceStatus
 from ..store import Observation, Store
 
-__all__ = ["Deliver", "PathNote", "Sink", "Source"]
+__all__ = ["Introduction", "PathNote", "Sink", "Source"]
 
-Deliver = Callable[[Sequence[Observation]], None]
-"""Takes a registration scan's observations for the new task."""
+
+class Introduction(Protocol):
+    """The receiving end of a registration scan, for one new task.
+
+    Until the scan covers a file, the new task is not told of the file's changes at all; from
+    then on it is, like every other task. So, for each batch, a source calls :meth:`cover`
+    with the files it checked, then hands its usual observations to the sink, then calls
+    :meth:`deliver` with the rest of those files' current state: the task hears of every
+    cached page exactly once.
+    """
+
+    def cover(self, inodes: Iterable[tuple[int, int]]) -> None:
+        """The scan has reached these ``(dev, ino)``."""
+
+    def deliver(self, observations: Sequence[Observation]) -> None:
+        """The current state of covered files that no observation announced."""
+
 
 PathNote = tuple[int, int, int, str]
 """``(dev, ino, nlink, path)``: a source saw this file at this path."""
@@ -84,12 +99,8 @@ class Source(Protocol):
     ) -> None:
         """Observe until cancelled."""
 
-    async def introduce(self, root: str, deliver: Deliver) -> None:
-        """Pass ``deliver`` what is cached under ``root`` now (a registration scan).
-
-        Changes found on the way go to every task through the sink as usual; ``deliver``
-        gets the rest of the current state, for the new task only.
-        """
+    async def introduce(self, root: str, intro: Introduction) -> None:
+        """Scan ``root`` for a new task and tell it what is cached there (see Introduction)."""
 
     def status(self) -> SourceStatus:
         """Counters for ``status()``."""

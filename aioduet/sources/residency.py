@@ -36,7 +36,7 @@ from .._status import SourceStatus
 from ..errors import ResidencyUnknown
 from ..store import Observation
 from . import _pagemap
-from ._base import Deliver, PathNote, Sink
+from ._base import Introduction, PathNote, Sink
 
 __all__ = ["ResidencySource"]
 
@@ -63,6 +63,9 @@ class _Batch:
     observations: list[Observation] = attrs.field(factory=list)
     intro: list[Observation] = attrs.field(factory=list)
     notes: list[PathNote] = attrs.field(factory=list)
+    """Paths of files that have (or had) cached or dirty pages; only those are indexed."""
+    walked: list[tuple[int, int]] = attrs.field(factory=list)
+    """Every file checked, for registration scans."""
     gone: list[tuple[int, int]] = attrs.field(factory=list)
     files: int = 0
     unknown: int = 0
@@ -172,10 +175,10 @@ class ResidencySource:
                 self._apply(batch, None)
         self._passes += 1
 
-    async def introduce(self, root: str, deliver: Deliver) -> None:
-        await self._scan(root, deliver)
+    async def introduce(self, root: str, intro: Introduction) -> None:
+        await self._scan(root, intro)
 
-    async def _scan(self, root: str, deliver: Deliver | None) -> None:
+    async def _scan(self, root: str, intro: Introduction | None) -> None:
         files = _walk(root)
         while True:
             async with self._lock:
@@ -183,20 +186,22 @@ class ResidencySource:
                 # observations must reach the store even if the scan is being cancelled.
                 with anyio.CancelScope(shield=True):
                     batch = await anyio.to_thread.run_sync(
-                        self._check_batch, files, deliver is not None
+                        self._check_batch, files, intro is not None
                     )
-                    self._apply(batch, deliver)
+                    self._apply(batch, intro)
             if batch.files < self.batch_files:
                 return
 
-    def _apply(self, batch: _Batch, deliver: Deliver | None) -> None:
+    def _apply(self, batch: _Batch, intro: Introduction | None) -> None:
         sink = self.sink
         for dev, ino in sink.learn(batch.notes):
             sink.relocate(dev, ino, self._present(dev, ino))
+        if intro is not None:
+            intro.cover(batch.walked)
         if batch.observations:
             sink.ingest(batch.observations)
-        if batch.intro and deliver is not None:
-            deliver(batch.intro)
+        if batch.intro and intro is not None:
+            intro.deliver(batch.intro)
         for dev, ino in batch.gone:
             sink.unlearn(dev, ino)
         self._observations += len(batch.observations) + len(batch.intro)
@@ -236,8 +241,11 @@ class ResidencySource:
                 return
             counts = _kernel.cachestat(fd)
             ident = (st.st_dev, st.st_ino)
-            batch.notes.append((st.st_dev, st.st_ino, st.st_nlink, path))
+            batch.walked.append(ident)
             known = self._known.get(ident)
+            if known is None and not counts.cache and not counts.dirty:
+                return
+            batch.notes.append((st.st_dev, st.st_ino, st.st_nlink, path))
             signature = (
                 st.st_size,
                 st.st_mtime_ns,
@@ -253,8 +261,6 @@ class ResidencySource:
                     key = (st.st_dev, st.st_ino, known.gen)
                     batch.add_runs(batch.intro, key, known.cached, _ADDED)
                     batch.add_runs(batch.intro, key, known.dirty, _DIRTY)
-                return
-            if known is None and not counts.cache and not counts.dirty:
                 return
             gen = _kernel.inode_generation(fd)
             pages = math.ceil(st.st_size / _kernel.PAGE_SIZE)

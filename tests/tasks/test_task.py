@@ -296,3 +296,18 @@ async def test_status_lists_tasks_sources_and_store(ext4_dir: Path) -> None:
         assert source.name == "residency" and source.active and source.observations >= 1
         assert status.store.files >= 1
     assert not (await duet.status()).running
+
+
+async def test_tasks_registered_back_to_back_hear_of_each_page_once(ext4_dir: Path) -> None:
+    """A pass that sees a change while registration scans still run must not double it."""
+    data = write_clean(ext4_dir / "data", 64)
+    uuid = uuid_of(data)
+    async with aioduet.open_duet(interval=INTERVAL) as duet:
+        tasks = [await duet.register(name, Event.EXISTS, ext4_dir) for name in "abc"]
+        read_pages(data)
+        for task in tasks:
+            items = await collect(task, lambda got: len(pages(got, uuid, Event.ADDED)) == 64)
+            await task.wait_scanned()
+            items += task.fetch_nowait(1000)
+            added = [p for i in items if i.uuid == uuid and i.state & Event.ADDED for p in i.pages]
+            assert sorted(added) == list(range(64)), task.name
