@@ -4,8 +4,9 @@ Kernel interfaces: ``cachestat`` (Linux >= 6.5) gives each file's cached, dirty,
 and evicted page counts in one syscall; ``mincore`` over a read-only mapping gives the
 per-page map; dirty pages are located exactly by bisecting with ranged cachestat calls.
 
-Each pass walks the scopes in worker threads, a batch of files at a time. A file whose size,
-mtime and cachestat counts are unchanged since the last pass is not mapped again; otherwise
+Each pass walks the scopes in worker threads, a batch of files at a time, staying on each
+scope's filesystem. A file whose size, mtime and cachestat counts are unchanged since the
+last pass is not mapped again (except on every ``verify_every``-th pass); otherwise
 its map is diffed against the last one and the differences become observations: ADDED and
 REMOVED runs (evictions included), DIRTY for newly dirty pages, FLUSHED for pages that were
 dirty and are clean and still cached. A file that is gone from its scope at the end of a pass
@@ -13,8 +14,9 @@ dirty and are clean and still cached. A file that is gone from its scope at the 
 
 What it cannot see: changes that undo themselves between two passes (a page evicted and read
 back), and anything in files it may not open or that cachestat refuses (counted as
-*unknown*, never reported as cached). The pass interval is fixed; its cost grows with the
-size of the trees.
+*unknown*, never reported as cached). A change that keeps every count equal (one page
+evicted and another read within one interval) is found by the next verifying pass. The
+pass interval is fixed; its cost grows with the size of the trees.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class _Batch:
     """Paths of files that have (or had) cached or dirty pages; only those are indexed."""
     walked: list[tuple[int, int]] = attrs.field(factory=list)
     """Every file checked, for registration scans."""
-    gone: list[tuple[int, int]] = attrs.field(factory=list)
+    gone: list[tuple[int, int, int]] = attrs.field(factory=list)
     files: int = 0
     unknown: int = 0
     errors: int = 0
@@ -79,7 +81,15 @@ class _Batch:
 
 
 def _walk(root: str) -> Iterator[str]:
-    """Regular files under ``root``, without following symlinks; vanished entries skipped."""
+    """Regular files under ``root``, on root's filesystem only (like ``find -xdev``).
+
+    Symlinks are not followed, entries that vanish are skipped, and directories on another
+    filesystem (``/proc`` under ``/``, a disk mounted below the root) are not entered.
+    """
+    try:
+        device = os.stat(root).st_dev
+    except OSError:
+        return
     stack = [root]
     while stack:
         try:
@@ -90,7 +100,8 @@ def _walk(root: str) -> Iterator[str]:
             for entry in scanner:
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
+                        if entry.stat(follow_symlinks=False).st_dev == device:
+                            stack.append(entry.path)
                     elif entry.is_file(follow_symlinks=False):
                         yield entry.path
                 except OSError:
@@ -105,11 +116,15 @@ class ResidencySource:
         sink: where observations and paths go.
         interval: seconds between the starts of two passes.
         batch_files: files checked per worker-thread call.
+        verify_every: every this many passes, map files whose counts did not change too,
+            so that changes that kept every count equal are found within this many passes.
     """
 
     sink: Sink
     interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     batch_files: int = attrs.field(default=256, validator=attrs.validators.ge(1))
+    verify_every: int = attrs.field(default=10, validator=attrs.validators.ge(1))
+    """Every this many passes, files whose counts did not change are mapped all the same."""
     _roots: dict[str, int] = attrs.field(init=False, factory=dict)
     _known: dict[tuple[int, int], _Known] = attrs.field(init=False, factory=dict)
     _lock: anyio.Lock = attrs.field(init=False, factory=anyio.Lock)
@@ -120,6 +135,7 @@ class ResidencySource:
     _unknown: int = attrs.field(init=False, default=0)
     _passes: int = attrs.field(init=False, default=0)
     _pass_id: int = attrs.field(init=False, default=0)
+    _verifying: bool = attrs.field(init=False, default=False)
     _last_error: str | None = attrs.field(init=False, default=None)
 
     @property
@@ -167,6 +183,7 @@ class ResidencySource:
         """One full pass over every scope; files gone since the last pass are reported."""
         self._pass_id += 1
         pass_id = self._pass_id
+        self._verifying = pass_id % self.verify_every == 0
         for root in self._outer_roots():
             await self._scan(root, None)
         async with self._lock:
@@ -202,8 +219,9 @@ class ResidencySource:
             sink.ingest(batch.observations)
         if batch.intro and intro is not None:
             intro.deliver(batch.intro)
-        for dev, ino in batch.gone:
+        for dev, ino, gen in batch.gone:
             sink.unlearn(dev, ino)
+            sink.store.retire((dev, ino, gen))
         self._observations += len(batch.observations) + len(batch.intro)
         self._errors += batch.errors
         self._unknown += batch.unknown
@@ -255,7 +273,7 @@ class ResidencySource:
                 counts.evicted,
                 counts.recently_evicted,
             )
-            if known is not None and known.signature == signature:
+            if known is not None and known.signature == signature and not self._verifying:
                 known.stamp = self._pass_id
                 if intro:
                     key = (st.st_dev, st.st_ino, known.gen)
@@ -291,9 +309,9 @@ class ResidencySource:
         out.extend((key, first, count, _ADDED) for first, count in added)
         out.extend((key, first, count, _REMOVED) for first, count in removed)
         out.extend((key, first, count, _DIRTY) for first, count in dirtied)
-        if cleaned:
-            flushed = _pagemap.and_(_pagemap.from_runs(cleaned, len(cached)), cached)
-            batch.add_runs(out, key, flushed, _FLUSHED)
+        # Pages no longer dirty were written back, whether or not they are still cached (a
+        # page written back and evicted within one interval is REMOVED and FLUSHED).
+        out.extend((key, first, count, _FLUSHED) for first, count in cleaned)
         if intro:
             batch.add_runs(batch.intro, key, _pagemap.and_(old_cached, cached), _ADDED)
             batch.add_runs(batch.intro, key, _pagemap.and_(old_dirty, dirty), _DIRTY)
@@ -315,7 +333,7 @@ class ResidencySource:
             known = self._known.pop(ident)
             key = (ident[0], ident[1], known.gen)
             batch.add_runs(batch.observations, key, known.cached, _REMOVED)
-            batch.gone.append(ident)
+            batch.gone.append(key)
         return batch
 
     # -- status --------------------------------------------------------------------------

@@ -67,6 +67,8 @@ class FileEntry:
     """Packed nibble mask of the slots that take this file's events (relevant, not done)."""
     queued: int = 0
     """Slots whose queue holds this entry."""
+    retired: bool = False
+    """The file is gone: drop the entry once its pending pages are drained."""
 
     def reroute(self) -> None:
         self.route = nibbles_of(self.relevant & ~self.done)
@@ -149,6 +151,8 @@ class Store:
                 entry.done &= ~bit
                 entry.queued &= ~bit
                 entry.reroute()
+        for key in [key for key, entry in self._files.items() if entry.retired and not entry.pages]:
+            self.forget(key)
         self._overflow &= ~bit
         self._slots.release(slot)
 
@@ -260,6 +264,16 @@ class Store:
             entry.relevant = 0
             entry.reroute()
 
+    def retire(self, key: Key) -> None:
+        """The file is gone: drop its entry now, or once its pending pages are drained."""
+        entry = self._files.get(key)
+        if entry is None:
+            return
+        if entry.pages:
+            entry.retired = True
+        else:
+            self.forget(key)
+
     def forget(self, key: Key) -> None:
         """The file is gone: drop its entry and pending pages."""
         entry = self._files.pop(key, None)
@@ -358,6 +372,8 @@ class Store:
                 start, end, state = index, index + 1, value
             if end > start:
                 runs.append((key, start, end - start, state))
+            if entry.retired and not pages:
+                self.forget(key)
         return runs
 
     def _clear_slot(self, entry: FileEntry, slot: int) -> None:
@@ -371,6 +387,8 @@ class Store:
                 del pages[index]
         entry.queued &= ~(1 << slot)
         self._queues[slot].pop(entry.key, None)
+        if entry.retired and not pages:
+            self.forget(entry.key)
 
     # -- statistics ----------------------------------------------------------------------
 

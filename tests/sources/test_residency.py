@@ -12,7 +12,10 @@ import pytest
 from pagecache import read_pages, write_clean
 
 import aioduet
+import aioduet._paths
+import aioduet.store
 from aioduet import Event, Item, Uuid, _kernel
+from aioduet.sources import ResidencySource, Sink
 
 pytestmark = pytest.mark.anyio
 
@@ -143,3 +146,94 @@ anyio.run(main)
     assert result.returncode == 0, result.stderr.decode()
     items, unknown = result.stdout.decode().split()
     assert (items, unknown) == ("0", "2")
+
+
+class Harness:
+    """A residency source over a plain store with one slot, driven pass by pass."""
+
+    def __init__(self, root: Path, mask: Event, **options: int) -> None:
+        self.index = aioduet._paths.PathIndex()
+        self.store = aioduet.store.Store(4, relevance=self.relevant)
+        self.slot = self.store.add_slot(mask)
+        self.root = str(root)
+        self.source = ResidencySource(Sink(self.store, self.index), **options)
+        self.source.add_scope(self.root)
+
+    def relevant(self, key: tuple[int, int, int], slot: int) -> bool | None:
+        return self.index.under(key[0], key[1], self.root)
+
+    def drain(self) -> list[tuple[int, int, int]]:
+        return [(first, count, state) for _key, first, count, state in self.store.drain(0, 1000)]
+
+
+async def test_a_change_that_keeps_every_count_is_found_by_the_verifying_pass(
+    ext4_dir: Path,
+) -> None:
+    data = write_clean(ext4_dir / "data", 64)
+    harness = Harness(ext4_dir, Event.ADDED | Event.REMOVED, verify_every=3)
+    read_pages(data, 0, 1)
+    await harness.source.scan_all()  # pass 1 sees page 0
+    assert harness.drain() == [(0, 1, int(Event.ADDED))]
+    fd = os.open(data, os.O_RDONLY)
+    try:
+        _kernel.evict(fd, 0, _kernel.PAGE_SIZE)  # evict page 0 ...
+    finally:
+        os.close(fd)
+    read_pages(data, 40, 1)  # ... and cache page 40: one page cached, as before
+    await harness.source.scan_all()  # pass 2: counts unchanged, file not mapped
+    assert harness.drain() == []
+    await harness.source.scan_all()  # pass 3 verifies
+    assert harness.drain() == [(0, 1, int(Event.REMOVED)), (40, 1, int(Event.ADDED))]
+
+
+async def test_dirty_pages_written_back_and_evicted_between_passes_are_flushed(
+    ext4_dir: Path,
+) -> None:
+    data = write_clean(ext4_dir / "data", 8)
+    harness = Harness(ext4_dir, Event.MODIFIED | Event.EXISTS)
+    fd = os.open(data, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"d" * _kernel.PAGE_SIZE, 0)
+        await harness.source.scan_all()
+        assert harness.drain() == [(0, 1, int(Event.ADDED | Event.DIRTY))]
+        os.fsync(fd)
+        _kernel.evict(fd)
+    finally:
+        os.close(fd)
+    await harness.source.scan_all()
+    assert harness.drain() == [(0, 1, int(Event.REMOVED | Event.FLUSHED))]
+
+
+async def test_deleted_files_leave_the_store_once_drained(ext4_dir: Path) -> None:
+    data = write_clean(ext4_dir / "data", 4)
+    harness = Harness(ext4_dir, Event.EXISTS)
+    read_pages(data)
+    await harness.source.scan_all()
+    assert harness.drain() == [(0, 4, int(Event.ADDED))]
+    data.unlink()
+    await harness.source.scan_all()
+    assert harness.store.statistics().files == 1  # REMOVED still pending
+    assert harness.drain() == [(0, 4, int(Event.REMOVED))]
+    assert harness.store.statistics().files == 0
+    assert len(harness.index) == 0
+
+
+async def test_the_walk_stays_on_the_scope_filesystem(ext4_dir: Path) -> None:
+    mounted = ext4_dir / "mnt"
+    mounted.mkdir()
+    await anyio.run_process(["mount", "-t", "tmpfs", "-o", "size=1m", "aioduet-test", mounted])
+    try:
+        (mounted / "on-tmpfs").write_bytes(b"t" * 8192)  # tmpfs pages are always cached
+        local = write_clean(ext4_dir / "local", 2)
+        read_pages(local)
+        harness = Harness(ext4_dir, Event.EXISTS)
+        await harness.source.scan_all()
+        assert harness.drain() == [(0, 2, int(Event.ADDED))]
+        assert harness.index.paths(*_dev_ino(local)) == (str(local),)
+    finally:
+        await anyio.run_process(["umount", mounted])
+
+
+def _dev_ino(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
