@@ -73,6 +73,14 @@ def _directory(path: str | os.PathLike[str]) -> str:
     return root
 
 
+def _directory_uuid(root: str) -> Uuid:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return Uuid.from_stat(os.fstat(fd), _kernel.inode_generation(fd))
+    finally:
+        os.close(fd)
+
+
 @attrs.define(eq=False)
 class Duet:
     """An embedded aioduet framework; make one with :func:`open_duet`."""
@@ -152,6 +160,8 @@ class Duet:
         self._state = "closed"
         for task in self._tasks.values():
             task._end()
+        self._tasks.clear()
+        self._intros.clear()
         assert self._group is not None and self._stack is not None
         self._group.cancel_scope.cancel()
         await self._stack.aclose()
@@ -202,16 +212,20 @@ class Duet:
     def register(self, name: str, mask: int, path: str | os.PathLike[str]) -> Registration:
         """Register a task for the pages of files under ``path``.
 
-        Await the result, or use it with ``async with`` (leaving the block deregisters).
+        The task is registered by this call, before anything is awaited: await the result,
+        or use it with ``async with`` (leaving the block deregisters); either way close it
+        when done (:meth:`Task.aclose`), or it stays registered until the framework closes.
         Pages cached under ``path`` at registration are enqueued for the task (ADDED, and
         DIRTY where dirty) in the background; :meth:`Task.wait_scanned` waits for that.
 
         Args:
             name: a human-readable name, shown by ``status()``.
-            mask: the :class:`Event` bits to receive (see :func:`validate_mask`).
+            mask: the :class:`Event` bits to receive. Not 0, not OVERFLOW, and EXISTS may not
+                be combined with ADDED/REMOVED nor MODIFIED with DIRTY/FLUSHED.
             path: an absolute path of a directory.
 
         Raises:
+            TypeError: ``name`` is not a str, or ``mask`` not an int.
             ValueError: an invalid mask or a relative path.
             FileNotFoundError: ``path`` does not exist.
             NotADirectoryError: ``path`` is not a directory.
@@ -224,16 +238,14 @@ class Duet:
         root = _directory(path)
         if self._state != "open" or self._group is None:
             raise anyio.ClosedResourceError("the framework is not open")
-        st = os.stat(root)
+        root_uuid = _directory_uuid(root)
         slot = self.store.add_slot(event)
         if slot < 0:
             raise TooManyTasks(
                 f"cannot register {name!r}: the framework already runs {self.max_tasks} tasks"
                 " (raise max_tasks in open_duet())"
             )
-        task = Task(
-            next(self._ids), name, event, root, slot=slot, root=Uuid.from_stat(st), host=self
-        )
+        task = Task(next(self._ids), name, event, root, slot=slot, root=root_uuid, host=self)
         self._tasks[slot] = task
         for source in self._sources:
             source.add_scope(root)
@@ -323,11 +335,12 @@ def open_duet(
         sources: ``"auto"`` (the best set usable here), ``"scan"`` (the unprivileged set),
             ``"exact"`` (kernel tracepoints, root), or a list of source names.
         max_tasks: the most tasks registered at once (Duet's default is 8; at most 64).
-        interval: seconds between two passes of the periodic residency scan.
+        interval: seconds between the starts of two passes of the periodic residency scan.
 
     Raises:
         ValueError: an unknown source name or set, or ``max_tasks`` out of range.
-        SourceUnavailable: a requested source cannot run here (raised on entering).
+        SourceUnavailable: a requested source cannot run here: at once for sources this
+            version lacks (``"exact"``), on entering for kernel interfaces missing here.
     """
     if not 1 <= max_tasks <= 64:
         raise ValueError(f"max_tasks must be between 1 and 64, not {max_tasks}")

@@ -36,7 +36,7 @@ class SourceStatus:
 
 @attrs.frozen
 class TaskStatistics:
-    """A task's counters, from :meth:`aioduet.tasks.Task.statistics`."""
+    """A task's counters, from :meth:`aioduet.Task.statistics`."""
 
     pending_files: int
     """Files holding pages not yet fetched."""

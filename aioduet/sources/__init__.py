@@ -6,6 +6,7 @@ tasks behind them.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 
 from .._paths import PathIndex
@@ -44,8 +45,9 @@ def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
             return _SETS[spec]
         if spec == "exact":
             raise SourceUnavailable(
+                errno.ENOTSUP,
                 "the exact source set (kernel tracepoints) is not available in this version;"
-                " use sources='scan'"
+                " use sources='scan'",
             )
         raise ValueError(f"unknown source set {spec!r}: use 'auto', 'scan', 'exact' or a list")
     names = tuple(spec)
@@ -53,7 +55,9 @@ def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
         raise ValueError("sources is an empty list: name at least one source")
     for name in names:
         if name in _PLANNED:
-            raise SourceUnavailable(f"the {name!r} source is not available in this version")
+            raise SourceUnavailable(
+                errno.ENOTSUP, f"the {name!r} source is not available in this version"
+            )
         if name not in AVAILABLE:
             raise ValueError(f"unknown source {name!r}; available: {', '.join(AVAILABLE)}")
     return tuple(dict.fromkeys(names))

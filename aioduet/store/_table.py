@@ -287,10 +287,14 @@ class Store:
     # -- per-slot answers ----------------------------------------------------------------
 
     def relevant(self, slot: int, key: Key) -> bool | None:
-        """Whether the file is relevant to the slot (decided once, then remembered)."""
+        """Whether the file is relevant to the slot (decided once, then remembered).
+
+        A file the store holds nothing about is asked about without being remembered, so
+        questions about arbitrary files cost no memory.
+        """
         entry = self._files.get(key)
         if entry is None:
-            entry = self._entry(key)
+            return self.relevance(key, slot)
         if entry.seen != self._slots.active:
             self._decide(entry, self._slots.active)
         bit = 1 << slot

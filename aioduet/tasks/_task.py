@@ -209,10 +209,13 @@ class Task:
             NotFound: the file is not under the task's directory, is unknown, or no longer
                 exists at its last known path.
             TypeError: ``uuid`` is not a :class:`Uuid`.
+            anyio.ClosedResourceError: the task is closed.
         """
         await anyio.lowlevel.checkpoint()
         if not isinstance(uuid, Uuid):
             raise TypeError(f"get_path takes an aioduet.Uuid, not {type(uuid).__name__}")
+        if self.closed:
+            raise anyio.ClosedResourceError
         if uuid == self._root:
             return self.path
         candidates = [

@@ -311,3 +311,29 @@ async def test_tasks_registered_back_to_back_hear_of_each_page_once(ext4_dir: Pa
             items += task.fetch_nowait(1000)
             added = [p for i in items if i.uuid == uuid and i.state & Event.ADDED for p in i.pages]
             assert sorted(added) == list(range(64)), task.name
+
+
+async def test_closed_tasks_answer_nothing_and_unknown_files_cost_nothing(ext4_dir: Path) -> None:
+    async with aioduet.open_duet(interval=INTERVAL) as duet:
+        task = await duet.register("closing", Event.EXISTS, ext4_dir)
+        stranger = Uuid(1, 2, 3)
+        assert await task.check_done(stranger) is False  # unknown: relevant, not done
+        assert duet.store.statistics().files == 0  # ... and nothing was remembered
+        await task.aclose()
+        for call in (task.get_path, task.check_done):
+            with pytest.raises(anyio.ClosedResourceError):
+                await call(stranger)
+
+
+async def test_overflow_items_carry_the_root_uuid_with_its_generation(ext4_dir: Path) -> None:
+    async with aioduet.open_duet(interval=INTERVAL) as duet:
+        task = await duet.register("overflow", Event.EXISTS, ext4_dir)
+        duet.store.signal_overflow(duet.store.active_slots)
+        (item,) = task.fetch_nowait()
+        fd = os.open(ext4_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            root = Uuid.from_stat(os.fstat(fd), _kernel.inode_generation(fd))
+        finally:
+            os.close(fd)
+        assert item == Item(root, 0, 0, Event.OVERFLOW)
+        assert await task.get_path(item.uuid) == str(ext4_dir)
