@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from aioduet import _kernel
+from aioduet import Uuid, _kernel
 
 
 def write_clean(path: Path, pages: int) -> Path:
@@ -49,5 +49,14 @@ def cached(path: Path) -> int:
     fd = os.open(path, os.O_RDONLY)
     try:
         return _kernel.cachestat(fd).cache
+    finally:
+        os.close(fd)
+
+
+def uuid_of(path: Path) -> Uuid:
+    """The uuid aioduet gives the file (with its inode generation)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return Uuid.from_stat(os.fstat(fd), _kernel.inode_generation(fd))
     finally:
         os.close(fd)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
-from pagecache import read_pages, write_clean
+from pagecache import read_pages, uuid_of, write_clean
+from taskitems import collect, has
 
 import aioduet
 import aioduet._paths
 import aioduet.store
-from aioduet import Event, Item, Uuid, _kernel
+from aioduet import Event, _kernel
 from aioduet.sources import ResidencySource, Sink
 
 pytestmark = pytest.mark.anyio
@@ -25,26 +25,6 @@ INTERVAL = 0.05
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def uuid_of(path: Path) -> Uuid:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return Uuid.from_stat(os.fstat(fd), _kernel.inode_generation(fd))
-    finally:
-        os.close(fd)
-
-
-async def collect(task: aioduet.Task, until: Callable[[list[Item]], bool]) -> list[Item]:
-    items: list[Item] = []
-    with anyio.fail_after(15):
-        while not until(items):
-            items += await task.fetch()
-    return items
-
-
-def has(items: list[Item], uuid: Uuid, bit: Event) -> bool:
-    return any(item.uuid == uuid and item.state & bit for item in items)
 
 
 async def test_registration_scan_is_incremental_on_a_large_tree(ext4_dir: Path) -> None:

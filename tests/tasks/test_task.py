@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
-from pagecache import cached, evict, read_pages, write_clean
+from pagecache import cached, evict, read_pages, uuid_of, write_clean
+from taskitems import collect, pages
 
 import aioduet
 from aioduet import Bmap, Event, Item, Uuid, _kernel
@@ -22,29 +22,6 @@ from aioduet import Bmap, Event, Item, Uuid, _kernel
 pytestmark = pytest.mark.anyio
 
 INTERVAL = 0.05
-
-
-def uuid_of(path: Path) -> Uuid:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return Uuid.from_stat(os.fstat(fd), _kernel.inode_generation(fd))
-    finally:
-        os.close(fd)
-
-
-def pages(items: list[Item], uuid: Uuid, bit: Event) -> set[int]:
-    return {p for item in items if item.uuid == uuid and item.state & bit for p in item.pages}
-
-
-async def collect(
-    task: aioduet.Task, until: Callable[[list[Item]], bool], seconds: float = 10
-) -> list[Item]:
-    """Fetch until ``until(items)`` holds (bounded wait, no sleeping)."""
-    items: list[Item] = []
-    with anyio.fail_after(seconds):
-        while not until(items):
-            items += await task.fetch()
-    return items
 
 
 def fincore_pages(path: Path) -> int:

@@ -1,0 +1,31 @@
+"""Helpers for tests that wait for items of real tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+
+import aioduet
+from aioduet import Event, Item, Uuid
+
+
+def pages(items: list[Item], uuid: Uuid, bit: Event) -> set[int]:
+    """The pages of ``uuid`` that items with ``bit`` in their state cover."""
+    return {p for item in items if item.uuid == uuid and item.state & bit for p in item.pages}
+
+
+def has(items: list[Item], uuid: Uuid, bit: Event) -> bool:
+    """Whether some item of ``uuid`` has ``bit`` in its state."""
+    return any(item.uuid == uuid and item.state & bit for item in items)
+
+
+async def collect(
+    task: aioduet.Task, until: Callable[[list[Item]], bool], seconds: float = 15
+) -> list[Item]:
+    """Fetch until ``until(items)`` holds: a bounded wait, no sleeping."""
+    items: list[Item] = []
+    with anyio.fail_after(seconds):
+        while not until(items):
+            items += await task.fetch()
+    return items
