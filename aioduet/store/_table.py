@@ -46,8 +46,8 @@ _OPPOSITE = {int(Event.ADDED): int(Event.REMOVED), int(Event.DIRTY): int(Event.F
 
 #: Estimated bytes per pending page and per file entry, as measured by
 #: ``bench/store_ingest.py`` (CPython 3.11, 64-bit); used by :meth:`Store.statistics`.
-BYTES_PER_PAGE = 104
-BYTES_PER_FILE = 360
+BYTES_PER_PAGE = 77
+BYTES_PER_FILE = 780
 
 
 @attrs.define(eq=False, slots=True)
