@@ -166,7 +166,7 @@ class Store:
         """Merge observations for one slot only (a registration scan's initial state)."""
         self._ingest(observations, NIBBLE << (4 * slot))
 
-    def _ingest(
+    def _ingest(  # noqa: PLR0912 - the hot loop is inlined on purpose (bench/store_ingest.py)
         self, observations: Iterable[Observation], only: int, *, routed: bool = True
     ) -> None:
         files = self._files
@@ -188,15 +188,24 @@ class Store:
             if not spread:
                 continue
             pages = entry.pages
-            get = pages.get
-            for page in range(index, index + length):
-                value = get(page, 0) | spread
-                if value & cancel_lo:
+            if length == 1:  # one page: the common case for per-folio event sources
+                value = pages.get(index, 0) | spread
+                if value & (value >> 1) & cancel_lo:  # some cancelling pair has both bits
                     value = cancel(value, cancel_lo)
                 if value:
-                    pages[page] = value
-                elif page in pages:
-                    del pages[page]
+                    pages[index] = value
+                elif index in pages:
+                    del pages[index]
+            else:
+                get = pages.get
+                for page in range(index, index + length):
+                    value = get(page, 0) | spread
+                    if value & (value >> 1) & cancel_lo:
+                        value = cancel(value, cancel_lo)
+                    if value:
+                        pages[page] = value
+                    elif page in pages:
+                        del pages[page]
             touched = bits_of(spread)
             woken |= touched
             fresh = touched & ~entry.queued
@@ -355,15 +364,14 @@ class Store:
             entry = queue.pop(key)
             entry.queued &= ~bit
             pages = entry.pages
-            mine = sorted(
-                (index, value >> shift & NIBBLE)
-                for index, value in pages.items()
-                if value >> shift & NIBBLE
-            )
             start = end = -1
             state = 0
-            for index, value in mine:
-                rest = pages[index] & clear
+            for index in sorted(pages):
+                packed = pages[index]
+                value = packed >> shift & NIBBLE
+                if not value:
+                    continue
+                rest = packed & clear
                 if rest:
                     pages[index] = rest
                 else:
@@ -376,8 +384,10 @@ class Store:
                 start, end, state = index, index + 1, value
             if end > start:
                 runs.append((key, start, end - start, state))
-            if entry.retired and not pages:
-                self.forget(key)
+            if not pages:
+                pages.clear()  # an emptied dict keeps its table until cleared
+                if entry.retired:
+                    self.forget(key)
         return runs
 
     def _clear_slot(self, entry: FileEntry, slot: int) -> None:
@@ -391,8 +401,10 @@ class Store:
                 del pages[index]
         entry.queued &= ~(1 << slot)
         self._queues[slot].pop(entry.key, None)
-        if entry.retired and not pages:
-            self.forget(entry.key)
+        if not pages:
+            pages.clear()
+            if entry.retired:
+                self.forget(entry.key)
 
     # -- statistics ----------------------------------------------------------------------
 
