@@ -70,7 +70,10 @@ class _Batch:
     """Every file checked, for registration scans."""
     gone: list[tuple[int, int, int]] = attrs.field(factory=list)
     files: int = 0
-    unknown: int = 0
+    unknown: list[str] = attrs.field(factory=list)
+    """Files whose residency could not be known (not openable, or refused by cachestat)."""
+    checked_unknown: list[str] = attrs.field(factory=list)
+    """Files that were unknown before and could be checked now."""
     errors: int = 0
     last_error: str | None = None
 
@@ -132,7 +135,9 @@ class ResidencySource:
     _active: bool = attrs.field(init=False, default=False)
     _observations: int = attrs.field(init=False, default=0)
     _errors: int = attrs.field(init=False, default=0)
-    _unknown: int = attrs.field(init=False, default=0)
+    _unknown: set[str] = attrs.field(init=False, factory=set)
+    """Paths of files whose residency is unknown, as of the last pass or scan."""
+    _pass_unknown: set[str] = attrs.field(init=False, factory=set)
     _passes: int = attrs.field(init=False, default=0)
     _pass_id: int = attrs.field(init=False, default=0)
     _verifying: bool = attrs.field(init=False, default=False)
@@ -184,12 +189,15 @@ class ResidencySource:
         self._pass_id += 1
         pass_id = self._pass_id
         self._verifying = pass_id % self.verify_every == 0
+        self._pass_unknown = set()
         for root in self._outer_roots():
             await self._scan(root, None)
         async with self._lock:
             with anyio.CancelScope(shield=True):
                 batch = await anyio.to_thread.run_sync(self._vanished, pass_id)
                 self._apply(batch, None)
+                # Unknown files that were not met again are gone (or out of every scope).
+                self._unknown = self._pass_unknown
         self._passes += 1
 
     async def introduce(self, root: str, intro: Introduction) -> None:
@@ -224,7 +232,9 @@ class ResidencySource:
             sink.store.retire((dev, ino, gen))
         self._observations += len(batch.observations) + len(batch.intro)
         self._errors += batch.errors
-        self._unknown += batch.unknown
+        self._unknown.update(batch.unknown)
+        self._unknown.difference_update(batch.checked_unknown)
+        self._pass_unknown.update(batch.unknown)
         if batch.last_error is not None:
             self._last_error = batch.last_error
 
@@ -239,7 +249,7 @@ class ResidencySource:
             except FileNotFoundError:
                 pass
             except ResidencyUnknown:
-                batch.unknown += 1
+                batch.unknown.append(path)
             except OSError as exc:
                 batch.errors += 1
                 batch.last_error = f"{path}: {exc.strerror or exc}"
@@ -251,13 +261,15 @@ class ResidencySource:
         try:
             fd = os.open(path, _OPEN_FLAGS)
         except PermissionError:
-            batch.unknown += 1
+            batch.unknown.append(path)
             return
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return
             counts = _kernel.cachestat(fd)
+            if path in self._unknown:  # read under the lock, like every worker-side access
+                batch.checked_unknown.append(path)
             ident = (st.st_dev, st.st_ino)
             batch.walked.append(ident)
             known = self._known.get(ident)
@@ -344,7 +356,7 @@ class ResidencySource:
             active=self._active,
             observations=self._observations,
             errors=self._errors,
-            unknown=self._unknown,
+            unknown=len(self._unknown),
             passes=self._passes,
             last_error=self._last_error,
         )

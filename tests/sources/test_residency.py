@@ -217,3 +217,33 @@ async def test_the_walk_stays_on_the_scope_filesystem(ext4_dir: Path) -> None:
 def _dev_ino(path: Path) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_dev, st.st_ino
+
+
+async def test_unknown_counts_distinct_files_as_of_the_last_pass(ext4_dir: Path) -> None:
+    write_clean(ext4_dir / "a", 2)
+    write_clean(ext4_dir / "b", 2)
+    os.chmod(ext4_dir, 0o777)
+    script = f"""
+import os, anyio, anyio._backends._asyncio
+from aioduet import Event
+from aioduet._paths import PathIndex
+from aioduet.sources import ResidencySource, Sink
+from aioduet.store import Store
+os.setgid(65534); os.setuid(65534)
+async def main():
+    source = ResidencySource(Sink(Store(2), PathIndex()))
+    source.add_scope({str(ext4_dir)!r})
+    counts = []
+    for _ in range(3):
+        await source.scan_all()
+        counts.append(source.status().unknown)
+    os.rename({str(ext4_dir / "b")!r}, {str(ext4_dir / "b-moved")!r})  # still unknown
+    await source.scan_all()
+    counts.append(source.status().unknown)
+    print(*counts)
+anyio.run(main)
+"""
+    with anyio.fail_after(60):
+        result = await anyio.run_process([sys.executable, "-c", script], check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().split() == ["2", "2", "2", "2"]
