@@ -87,6 +87,14 @@ async def _print_items(task: Task, as_json: bool, out: TextIO) -> None:
         print(item_json(item, path) if as_json else item_line(item, path), file=out, flush=True)
 
 
+async def _report_scan(task: Task) -> None:
+    started = anyio.current_time()
+    await task.wait_scanned()
+    if not task.closed:
+        elapsed = anyio.current_time() - started
+        print(f"initial scan of {task.path} done in {elapsed:.1f} s", file=sys.stderr)
+
+
 async def _until_signal(scope: anyio.CancelScope) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
@@ -101,6 +109,7 @@ async def _watch(args: argparse.Namespace) -> int:
         print(f"watching {task.path} for {mask} (Ctrl-C to stop)", file=sys.stderr)
         async with anyio.create_task_group() as group:
             group.start_soon(_until_signal, group.cancel_scope)
+            group.start_soon(_report_scan, task)
             if args.duration is not None:
                 group.cancel_scope.deadline = anyio.current_time() + args.duration
             await _print_items(task, args.json, sys.stdout)
