@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from aioduet import Uuid, _kernel
@@ -37,26 +39,27 @@ def read_pages(path: Path, first: int = 0, count: int | None = None) -> int:
         os.close(fd)
 
 
-def evict(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+@contextlib.contextmanager
+def opened(path: Path, flags: int = os.O_RDONLY) -> Iterator[int]:
+    """An fd of ``path``, closed on leaving."""
+    fd = os.open(path, flags)
     try:
-        _kernel.evict(fd)
+        yield fd
     finally:
         os.close(fd)
+
+
+def evict(path: Path) -> None:
+    with opened(path) as fd:
+        _kernel.evict(fd)
 
 
 def cached(path: Path) -> int:
-    fd = os.open(path, os.O_RDONLY)
-    try:
+    with opened(path) as fd:
         return _kernel.cachestat(fd).cache
-    finally:
-        os.close(fd)
 
 
 def uuid_of(path: Path) -> Uuid:
     """The uuid aioduet gives the file (with its inode generation)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
+    with opened(path) as fd:
         return Uuid.from_stat(os.fstat(fd), _kernel.inode_generation(fd))
-    finally:
-        os.close(fd)
