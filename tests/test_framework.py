@@ -215,3 +215,22 @@ async def test_a_source_failing_to_start_makes_open_duet_raise(
     with pytest.raises(aioduet.SourceUnavailable, match="cannot start here"):
         async with aioduet.open_duet():
             pass
+
+
+async def test_closing_mid_scan_is_prompt_and_leaks_no_fds(ext4_dir: Path) -> None:
+    tree = ext4_dir / "tree"
+    for d in range(10):
+        sub = tree / f"d{d}"
+        sub.mkdir(parents=True)
+        for f in range(200):
+            (sub / f"f{f}").write_bytes(b"x")
+    fds_before = len(os.listdir("/proc/self/fd"))
+    with anyio.fail_after(10):
+        async with aioduet.open_duet(interval=0.05) as duet:
+            tasks = [await duet.register(f"t{i}", Event.EXISTS, tree) for i in range(3)]
+            assert any(task.statistics().scanning for task in tasks)
+        # Closed while registration scans were running: they ended with the framework.
+        for task in tasks:
+            await task.wait_scanned()
+            assert task.closed
+    assert len(os.listdir("/proc/self/fd")) == fds_before
