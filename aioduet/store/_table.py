@@ -136,14 +136,8 @@ class Store:
     def remove_slot(self, slot: int) -> None:
         """Forget a slot: its pending state, relevance and done bits."""
         bit = 1 << slot
-        clear = ~(NIBBLE << (4 * slot))
-        for entry in self._queues[slot].values():
-            pages = entry.pages
-            for index in [i for i, v in pages.items() if not v & clear]:
-                del pages[index]
-            for index, value in pages.items():
-                pages[index] = value & clear
-        self._queues[slot].clear()
+        for entry in list(self._queues[slot].values()):
+            self._clear_slot(entry, slot)  # also drops retired entries left empty
         for entry in self._files.values():
             if (entry.seen | entry.done | entry.queued) & bit:
                 entry.seen &= ~bit
@@ -151,8 +145,6 @@ class Store:
                 entry.done &= ~bit
                 entry.queued &= ~bit
                 entry.reroute()
-        for key in [key for key, entry in self._files.items() if entry.retired and not entry.pages]:
-            self.forget(key)
         self._overflow &= ~bit
         self._slots.release(slot)
 
