@@ -63,3 +63,13 @@ def uuid_of(path: Path) -> Uuid:
     """The uuid aioduet gives the file (with its inode generation)."""
     with opened(path) as fd:
         return Uuid.from_stat(os.fstat(fd), _kernel.inode_generation(fd))
+
+
+def make_tree(root: Path, dirs: int, files: int, size: int) -> Path:
+    """``dirs`` directories of ``files`` files of ``size`` bytes each, just written (cached)."""
+    for d in range(dirs):
+        sub = root / f"d{d:03}"
+        sub.mkdir(parents=True)
+        for f in range(files):
+            (sub / f"f{f:03}").write_bytes(b"x" * size)
+    return root

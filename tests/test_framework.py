@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import pytest
-from pagecache import read_pages, write_clean
+from pagecache import make_tree, read_pages, write_clean
 
 import aioduet
 from aioduet import Event
@@ -218,12 +218,7 @@ async def test_a_source_failing_to_start_makes_open_duet_raise(
 
 
 async def test_closing_mid_scan_is_prompt_and_leaks_no_fds(ext4_dir: Path) -> None:
-    tree = ext4_dir / "tree"
-    for d in range(10):
-        sub = tree / f"d{d}"
-        sub.mkdir(parents=True)
-        for f in range(200):
-            (sub / f"f{f}").write_bytes(b"x")
+    tree = make_tree(ext4_dir / "tree", dirs=10, files=200, size=1)
     fds_before = len(os.listdir("/proc/self/fd"))
     with anyio.fail_after(10):
         async with aioduet.open_duet(interval=0.05) as duet:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from pagecache import read_pages, uuid_of, write_clean
+from pagecache import make_tree, read_pages, uuid_of, write_clean
 from taskitems import collect, has
 
 import aioduet
@@ -29,12 +29,7 @@ def anyio_backend() -> str:
 
 async def test_registration_scan_is_incremental_on_a_large_tree(ext4_dir: Path) -> None:
     """Items of a big tree arrive while the scan is still running, in several batches."""
-    tree = ext4_dir / "tree"
-    for d in range(20):
-        sub = tree / f"d{d:02}"
-        sub.mkdir(parents=True)
-        for f in range(150):
-            (sub / f"f{f:03}").write_bytes(b"x" * 100)  # cached: just written
+    tree = make_tree(ext4_dir / "tree", dirs=20, files=150, size=100)
     async with aioduet.open_duet(interval=60) as duet:
         task = await duet.register("big", Event.EXISTS, tree)
         with anyio.fail_after(30):
