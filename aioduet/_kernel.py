@@ -157,12 +157,13 @@ def cachestat_supported() -> bool:
     return True
 
 
-def mincore(fd: int, size: int) -> bytes:
-    """Map which pages of the first ``size`` bytes of a file are in the page cache.
+def mincore(fd: int, size: int, offset: int = 0) -> bytes:
+    """Map which pages of ``size`` bytes of a file from ``offset`` on are in the page cache.
 
     Args:
         fd: A file descriptor open for reading.
         size: Number of bytes to cover; clipped to the file's size.
+        offset: Where to start, a multiple of :data:`PAGE_SIZE` (a window of a large file).
 
     Returns:
         One byte per page, ``b"\\x00"`` (not cached) or ``b"\\x01"`` (cached).
@@ -174,10 +175,12 @@ def mincore(fd: int, size: int) -> bytes:
     """
     if size < 0:
         raise ValueError(f"size must be >= 0, got {size}")
-    size = min(size, os.fstat(fd).st_size)
-    if size == 0:
+    if offset < 0 or offset % PAGE_SIZE:
+        raise ValueError(f"offset must be a non-negative multiple of {PAGE_SIZE}, got {offset}")
+    size = min(size, os.fstat(fd).st_size - offset)
+    if size <= 0:
         return b""
-    addr = _mmap(None, size, _PROT_READ, _MAP_SHARED, fd, 0)
+    addr = _mmap(None, size, _PROT_READ, _MAP_SHARED, fd, offset)
     if addr is None or addr == _MAP_FAILED:
         _raise_for(ctypes.get_errno(), "mmap")
     try:
@@ -190,7 +193,7 @@ def mincore(fd: int, size: int) -> bytes:
 
 
 def page_runs(
-    fd: int, size: int, field: str = "dirty", total: int | None = None
+    fd: int, size: int, field: str = "dirty", total: int | None = None, first_page: int = 0
 ) -> list[tuple[int, int]]:
     """Find the runs of pages that a :class:`CacheStat` field counts, by bisection.
 
@@ -201,7 +204,8 @@ def page_runs(
         fd: An open file descriptor.
         size: Number of bytes of the file to cover.
         field: The :class:`CacheStat` field: ``"dirty"``, ``"writeback"``, ``"cache"``...
-        total: The count of ``field`` over the whole ``size``, if known (saves one call).
+        total: The count of ``field`` over the whole range, if known (saves one call).
+        first_page: Where the range starts; ``size`` bytes are covered from there on.
 
     Returns:
         Sorted, merged ``(first_page, count)`` runs.
@@ -216,7 +220,7 @@ def page_runs(
         raise ValueError(f"size must be >= 0, got {size}")
     runs: list[tuple[int, int]] = []
     pages = -(-size // PAGE_SIZE)
-    stack = [(0, pages, total)]
+    stack = [(first_page, pages, total)]
     while stack:
         first, count, n = stack.pop()
         if n is None:

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from .._paths import PathIndex
 from ..errors import SourceUnavailable
 from ..store import Store
-from ._base import Introduction, PathNote, Sink, Source
+from ._base import Checker, Introduction, PathNote, Sink, Source
 from .residency import ResidencySource
 
 __all__ = [
     "AVAILABLE",
+    "Checker",
     "Introduction",
     "PathNote",
     "ResidencySource",

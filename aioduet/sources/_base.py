@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import anyio
@@ -13,7 +13,7 @@ from .._paths import PathIndex
 from .._status import SourceStatus
 from ..store import Observation, Store
 
-__all__ = ["Introduction", "PathNote", "Sink", "Source"]
+__all__ = ["Checker", "Introduction", "PathNote", "Sink", "Source"]
 
 
 class Introduction(Protocol):
@@ -37,16 +37,70 @@ PathNote = tuple[int, int, int, str]
 """``(dev, ino, nlink, path)``: a source saw this file at this path."""
 
 
+class Checker(Protocol):
+    """What hint sources (inotify, writeback) ask of the residency scanner, through the sink.
+
+    Every method only records the request and returns at once; the scanner does the work
+    on its own schedule (hints promptly, ahead of its periodic sweep).
+    """
+
+    def check_paths(self, paths: Iterable[str]) -> None:
+        """These files may have changed (read, written, created, moved in): check them now."""
+
+    def check_tree(self, path: str) -> None:
+        """A directory appeared (created or moved in): check every file below it."""
+
+    def path_gone(self, path: str) -> None:
+        """``path`` (a file or a directory) was deleted or moved out of every watched tree."""
+
+    def path_moved(self, old: str, new: str) -> None:
+        """``old`` (a file or a directory) was renamed to ``new``, both in watched trees."""
+
+    def check_dirty(self) -> None:
+        """Writeback progressed: check the files known to hold dirty or writeback pages."""
+
+    def rescan(self, root: str | None) -> None:
+        """Observations under ``root`` (every scope when None) were lost: rescan it all."""
+
+
+def _no_overflow(root: str | None) -> None:
+    """The default overflow signal of a sink outside a framework: nobody to tell."""
+
+
 @attrs.define(eq=False)
 class Sink:
     """Where sources hand their findings: the store and the path index, on the event loop.
 
     Sources that work in threads return their batches to a coroutine, which calls these
     methods; none of them may be called from another thread.
+
+    Hint sources reach the residency scanner through :meth:`checker`; a source that lost
+    observations calls :meth:`lost`.
     """
 
     store: Store
     index: PathIndex
+    overflow: Callable[[str | None], None] = _no_overflow
+    """Signals OVERFLOW to the tasks whose scope overlaps a root (all tasks for None)."""
+    _checker: Checker | None = attrs.field(default=None, init=False)
+
+    @property
+    def checker(self) -> Checker | None:
+        """The residency scanner that hints go to, if one runs."""
+        return self._checker
+
+    def attach(self, checker: Checker) -> None:
+        """Make ``checker`` the receiver of hints (the residency source does this)."""
+        self._checker = checker
+
+    def lost(self, root: str | None) -> None:
+        """Observations under ``root`` (every scope for None) were lost.
+
+        Tasks whose scope overlaps it get OVERFLOW, and the scanner rescans it.
+        """
+        self.overflow(root)
+        if self._checker is not None:
+            self._checker.rescan(root)
 
     def learn(self, notes: Iterable[PathNote]) -> list[tuple[int, int]]:
         """Record paths; returns the ``(dev, ino)`` of files whose known paths changed.
