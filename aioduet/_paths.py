@@ -8,10 +8,11 @@ framework, whether a file lies under a task's root. Paths are compared by whole 
 from __future__ import annotations
 
 import os
+from fnmatch import fnmatchcase
 
 import attrs
 
-__all__ = ["PathIndex", "is_under", "normalize_root"]
+__all__ = ["Exclusions", "PathIndex", "is_under", "normalize_root"]
 
 
 def normalize_root(path: str | os.PathLike[str]) -> str:
@@ -24,6 +25,26 @@ def is_under(path: str, root: str) -> bool:
     if root == "/":
         return path.startswith("/")
     return path == root or (path.startswith(root) and path[len(root)] == "/")
+
+
+@attrs.frozen
+class Exclusions:
+    """Paths that no source watches: glob patterns matched against a path or its last part.
+
+    ``Exclusions(("*.tmp", "/data/cache", ".git"))`` excludes every ``.tmp`` file, the tree
+    under ``/data/cache`` and every ``.git`` directory. Patterns use :mod:`fnmatch` syntax,
+    case-sensitively; ``*`` matches ``/`` too.
+    """
+
+    patterns: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def __call__(self, path: str) -> bool:
+        """Whether ``path`` (absolute, normalised) is excluded."""
+        name = path.rpartition("/")[2]
+        return any(fnmatchcase(path, p) or fnmatchcase(name, p) for p in self.patterns)
 
 
 @attrs.define(eq=False)

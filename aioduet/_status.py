@@ -30,6 +30,12 @@ class SourceStatus:
     """Files whose residency the kernel would not report (reported as unknown, never cached)."""
     passes: int = 0
     """Complete passes over the watched scopes."""
+    budget: int | None = None
+    """Kernel calls the source may make per interval for its periodic work (None: no budget)."""
+    budget_used: float = 0.0
+    """The fraction of the budget spent in the last interval."""
+    cycle_seconds: float | None = None
+    """How long the last complete pass took: the bound on finding a change nothing hinted."""
     last_error: str | None = None
     """The most recent error, as one line."""
 

@@ -1,31 +1,50 @@
-"""The ``residency`` source: periodic scans of the watched trees with cachestat and mincore.
+"""The ``residency`` source: budgeted scans of the watched trees with cachestat and mincore.
 
-Kernel interfaces: ``cachestat`` (Linux >= 6.5) gives each file's cached, dirty, writeback
-and evicted page counts in one syscall; ``mincore`` over a read-only mapping gives the
-per-page map; dirty pages are located exactly by bisecting with ranged cachestat calls.
+Kernel interfaces: ``cachestat`` (Linux >= 6.5) gives a file's (or a range's) cached, dirty,
+writeback and evicted page counts in one syscall; ``mincore`` over a read-only mapping gives
+the per-page map; dirty pages are located exactly by bisecting with ranged cachestat calls.
 
-Each pass walks the scopes in worker threads, a batch of files at a time, staying on each
-scope's filesystem. A file whose size, mtime and cachestat counts are unchanged since the
-last pass is not mapped again (except on every ``verify_every``-th pass); otherwise
-its map is diffed against the last one and the differences become observations: ADDED and
-REMOVED runs (evictions included), DIRTY for newly dirty pages, FLUSHED for pages that were
-dirty and are clean and still cached. A file that is gone from its scope at the end of a pass
-(deleted or moved out) is reported REMOVED for the pages it had.
+How it works, after DAMON (bounded cost whatever the size of what is watched):
 
-What it cannot see: changes that undo themselves between two passes (a page evicted and read
-back), and anything in files it may not open or that cachestat refuses (counted as
-*unknown*, never reported as cached). A change that keeps every count equal (one page
-evicted and another read within one interval) is found by the next verifying pass. The
-pass interval is fixed; its cost grows with the size of the trees.
+- **A budget.** The periodic scan may spend at most ``budget`` units per ``interval``, a unit
+  being one kernel call (a file check is open, fstat, cachestat and close: 4 units; mapping
+  costs 3 units plus one per 32 pages mapped). Whatever is left over when the budget is spent
+  waits for the next interval, so the cost is set by the budget, not by the tree.
+- **Hot files first.** Files known to hold cached or dirty pages (the only ones whose pages
+  can be evicted or written back) are revisited in a ring that gets three quarters of the
+  budget; the rest goes to a resumable walk of the whole tree, which finds files that became
+  cached without any hint, new files and vanished ones.
+- **Hints ahead of the budget.** The inotify and writeback sources name files that changed
+  (read, written, created, moved, written back); those are checked within ``hint_delay``
+  seconds, outside the periodic budget (their number follows the activity, not the tree).
+- **Counts, then maps.** A file whose size, mtime and cachestat counts are unchanged is not
+  mapped again (except on every ``verify_every``-th check of it). A large file is watched as
+  adaptive regions (:mod:`._regions`): only the regions whose counts moved are mapped.
+
+Diffs of a file's new map against its last one become observations: ADDED and REMOVED runs
+(evictions included), DIRTY for newly dirty pages, FLUSHED for pages that were dirty and are
+not any more. A file gone from its scope (deleted or moved out) is reported REMOVED for the
+pages it had: at once when a hint says so, otherwise at the end of the walk that missed it.
+
+Bounds (``B`` = budget, ``T`` = interval, ``H`` hot files, ``F`` files and ``D`` directories
+in all scopes): an eviction is found within ``(ceil(5 H / (0.75 B)) + 1) T`` (plus the
+region calls of large hot files), and any change that no hint reported within
+``(ceil((4 F + 2 D) / (0.25 B)) + 1) T``; ``status()`` shows the last full walk's duration.
+A change that keeps every count equal is found by the ``verify_every``-th check of the file.
+What it cannot see: changes that undo themselves between two checks, and files it may not
+open or that cachestat refuses (counted as *unknown*, never reported as cached).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import random
 import stat
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable
+from functools import partial
 
 import anyio
 import anyio.abc
@@ -33,17 +52,34 @@ import attrs
 
 from .. import _kernel
 from .._model import Event
-from .._paths import is_under
+from .._paths import Exclusions, is_under
 from .._status import SourceStatus
 from ..errors import ResidencyUnknown
 from ..store import Observation
-from . import _pagemap
+from . import _pagemap, _regions
 from ._base import Introduction, PathNote, Sink
+from ._walk import Walk
 
-__all__ = ["ResidencySource"]
+__all__ = ["DEFAULT_BUDGET", "ResidencySource"]
 
+DEFAULT_BUDGET = 4000
+"""Kernel calls per interval for the periodic scan: about 1000 file checks."""
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _ADDED, _REMOVED, _DIRTY, _FLUSHED = (int(e) for e in Event if e <= Event.FLUSHED)
+_CHECK_COST = 4  # open, fstat, cachestat, close
+_MAP_COST = 3  # mmap, mincore, munmap
+_PAGES_PER_UNIT = 32
+_HOT_SHARE = 0.75
+_PAGE = _kernel.PAGE_SIZE
+
+
+def _map_cost(pages: int) -> int:
+    return _MAP_COST + pages // _PAGES_PER_UNIT
+
+
+def _runs_cost(runs: list[tuple[int, int]], pages: int) -> int:
+    """About how many cachestat calls the bisection of page_runs made."""
+    return 1 + 2 * len(runs) * max(1, pages.bit_length())
 
 
 @attrs.define(eq=False, slots=True)
@@ -51,11 +87,17 @@ class _Known:
     """The last map of a file that had cached or dirty pages."""
 
     gen: int
+    path: str
     signature: tuple[int, ...]
     cached: bytes
     dirty: bytes
-    stamp: int
-    """The pass during which the file was last checked."""
+    seen: int
+    """The walk during which the file was last found at its path."""
+    checked: int
+    """The interval (tick) of its last check."""
+    visits: int = 1
+    """Checks so far; every ``verify_every``-th maps the file in full."""
+    regions: list[_regions.Region] | None = None
 
 
 @attrs.define(eq=False)
@@ -70,6 +112,10 @@ class _Batch:
     """Every file checked, for registration scans."""
     gone: list[tuple[int, int, int]] = attrs.field(factory=list)
     files: int = 0
+    cost: int = 0
+    """Kernel calls made (see the module's budget)."""
+    finished: bool = False
+    """The walk this batch continued is complete."""
     unknown: list[str] = attrs.field(factory=list)
     """Files whose residency could not be known (not openable, or refused by cachestat)."""
     checked_unknown: list[str] = attrs.field(factory=list)
@@ -83,65 +129,73 @@ class _Batch:
         out.extend((key, first, count, event) for first, count in _pagemap.runs(vector))
 
 
-def _walk(root: str) -> Iterator[str]:
-    """Regular files under ``root``, on root's filesystem only (like ``find -xdev``).
+@attrs.define(eq=False)
+class _Hints:
+    """Requests from hint sources, waiting for the next hint batch."""
 
-    Symlinks are not followed, entries that vanish are skipped, and directories on another
-    filesystem (``/proc`` under ``/``, a disk mounted below the root) are not entered.
-    """
-    try:
-        device = os.stat(root).st_dev
-    except OSError:
-        return
-    stack = [root]
-    while stack:
-        try:
-            scanner = os.scandir(stack.pop())
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-        with scanner:
-            for entry in scanner:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        if entry.stat(follow_symlinks=False).st_dev == device:
-                            stack.append(entry.path)
-                    elif entry.is_file(follow_symlinks=False):
-                        yield entry.path
-                except OSError:
-                    continue
+    paths: dict[str, None] = attrs.field(factory=dict)
+    trees: list[str] = attrs.field(factory=list)
+    gone: list[str] = attrs.field(factory=list)
+    moves: list[tuple[str, str]] = attrs.field(factory=list)
+    dirty: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.trees or self.gone or self.moves or self.dirty)
 
 
 @attrs.define(eq=False)
 class ResidencySource:
-    """Finds page-cache changes by rescanning the watched trees every ``interval`` seconds.
+    """Finds page-cache changes by budgeted rescans of the watched trees, and on hints.
 
     Args:
-        sink: where observations and paths go.
-        interval: seconds between the starts of two passes.
+        sink: where observations and paths go; the source attaches itself as its checker.
+        interval: seconds between two rounds of the periodic scan.
+        budget: kernel calls per interval the periodic scan may make (see the module doc).
         batch_files: files checked per worker-thread call.
-        verify_every: every this many passes, map files whose counts did not change too,
-            so that changes that kept every count equal are found within this many passes.
+        verify_every: every this many checks of a file, map it even if its counts did not
+            change, so that changes that kept every count equal are found too.
+        hint_delay: seconds to gather hints before checking the files they name.
+        exclude: paths not to scan (see :class:`aioduet._paths.Exclusions`).
     """
 
     sink: Sink
     interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
+    budget: int = attrs.field(default=DEFAULT_BUDGET, validator=attrs.validators.ge(_CHECK_COST))
     batch_files: int = attrs.field(default=256, validator=attrs.validators.ge(1))
     verify_every: int = attrs.field(default=10, validator=attrs.validators.ge(1))
-    """Every this many passes, files whose counts did not change are mapped all the same."""
+    hint_delay: float = attrs.field(default=0.01, validator=attrs.validators.ge(0))
+    exclude: Exclusions = attrs.field(factory=Exclusions)
     _roots: dict[str, int] = attrs.field(init=False, factory=dict)
     _known: dict[tuple[int, int], _Known] = attrs.field(init=False, factory=dict)
+    _by_path: dict[str, tuple[int, int]] = attrs.field(init=False, factory=dict)
     _lock: anyio.Lock = attrs.field(init=False, factory=anyio.Lock)
     _wake: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _hinted: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _hints: _Hints = attrs.field(init=False, factory=_Hints)
+    _rng: random.Random = attrs.field(init=False, factory=lambda: random.Random(0x0D1E7))
+    # The periodic scan: a resumable walk and a ring of hot files.
+    _walk: Walk | None = attrs.field(init=False, default=None)
+    _walk_id: int = attrs.field(init=False, default=1)
+    _walk_started: float = attrs.field(init=False, default=0.0)
+    _walk_seconds: float | None = attrs.field(init=False, default=None)
+    _verify_walk: bool = attrs.field(init=False, default=False)
+    _verifying: bool = attrs.field(init=False, default=False)
+    _hot: deque[tuple[int, int]] = attrs.field(init=False, factory=deque)
+    _tick: int = attrs.field(init=False, default=0)
+    _debt: int = attrs.field(init=False, default=0)
+    _spent: int = attrs.field(init=False, default=0)
+    # Counters.
     _active: bool = attrs.field(init=False, default=False)
     _observations: int = attrs.field(init=False, default=0)
     _errors: int = attrs.field(init=False, default=0)
     _unknown: set[str] = attrs.field(init=False, factory=set)
-    """Paths of files whose residency is unknown, as of the last pass or scan."""
-    _pass_unknown: set[str] = attrs.field(init=False, factory=set)
+    """Paths of files whose residency is unknown, as of the last walk or check."""
+    _walk_unknown: set[str] = attrs.field(init=False, factory=set)
     _passes: int = attrs.field(init=False, default=0)
-    _pass_id: int = attrs.field(init=False, default=0)
-    _verifying: bool = attrs.field(init=False, default=False)
     _last_error: str | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        self.sink.attach(self)
 
     @property
     def name(self) -> str:
@@ -163,59 +217,170 @@ class ResidencySource:
         roots = sorted(self._roots)
         return [r for r in roots if not any(o != r and is_under(r, o) for o in roots)]
 
-    # -- running -------------------------------------------------------------------------
+    def _in_scope(self, path: str) -> bool:
+        return any(is_under(path, root) for root in self._roots) and not self.exclude(path)
+
+    # -- hints (the Checker interface) ----------------------------------------------------
+
+    def check_paths(self, paths: Iterable[str]) -> None:
+        self._hints.paths.update(dict.fromkeys(paths))
+        self._hinted.set()
+
+    def check_tree(self, path: str) -> None:
+        self._hints.trees.append(path)
+        self._hinted.set()
+
+    def path_gone(self, path: str) -> None:
+        self._hints.gone.append(path)
+        self._hinted.set()
+
+    def path_moved(self, old: str, new: str) -> None:
+        self._hints.moves.append((old, new))
+        self._hinted.set()
+
+    def check_dirty(self) -> None:
+        self._hints.dirty = True
+        self._hinted.set()
+
+    def rescan(self, root: str | None) -> None:
+        """Start a walk at once that maps every file in full (the budget still applies)."""
+        self._verify_walk = True
+        self._walk = None
+        self._wake.set()
 
     def request_pass(self) -> None:
-        """Start the next pass now instead of at the end of the interval."""
+        """Start the next round of the periodic scan now instead of at the interval's end."""
         self._wake.set()
+
+    # -- running -------------------------------------------------------------------------
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         self._active = True
-        task_status.started()
         try:
-            while True:
-                started = time.monotonic()
-                await self.scan_all()
-                with anyio.move_on_after(self.interval - (time.monotonic() - started)):
-                    await self._wake.wait()
-                self._wake = anyio.Event()
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._hint_loop)
+                task_status.started()
+                await self._sweep_loop()
         finally:
             self._active = False
 
+    async def _sweep_loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            self._tick += 1
+            allowance = self.budget - self._debt
+            spent = await self._sweep(allowance) if allowance > 0 else 0
+            self._debt = max(0, spent - allowance)
+            self._spent = spent
+            with anyio.move_on_after(self.interval - (time.monotonic() - started)):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+    async def _hint_loop(self) -> None:
+        while True:
+            await self._hinted.wait()
+            if self.hint_delay:
+                await anyio.sleep(self.hint_delay)
+            self._hinted = anyio.Event()
+            hints, self._hints = self._hints, _Hints()
+            await self._apply_hints(hints)
+
     async def scan_all(self) -> None:
-        """One full pass over every scope; files gone since the last pass are reported."""
-        self._pass_id += 1
-        pass_id = self._pass_id
-        self._verifying = pass_id % self.verify_every == 0
-        self._pass_unknown = set()
-        for root in self._outer_roots():
-            await self._scan(root, None)
-        async with self._lock:
-            with anyio.CancelScope(shield=True):
-                batch = await anyio.to_thread.run_sync(self._vanished, pass_id)
-                self._apply(batch, None)
-                # Unknown files that were not met again are gone (or out of every scope).
-                self._unknown = self._pass_unknown
-        self._passes += 1
+        """One complete walk of every scope now, whatever the budget (for tests and tools)."""
+        self._tick += 1
+        self._walk = None
+        await self._sweep(None)
 
     async def introduce(self, root: str, intro: Introduction) -> None:
-        await self._scan(root, intro)
+        walk = Walk([root], self.exclude)
+        while not (
+            await self._run_batch(partial(self._check_walk, walk, None, True), intro)
+        ).finished:
+            pass
 
-    async def _scan(self, root: str, intro: Introduction | None) -> None:
-        files = _walk(root)
-        while True:
-            async with self._lock:
-                # Shielded: a batch checked in the thread has updated the known maps, so its
-                # observations must reach the store even if the scan is being cancelled.
-                with anyio.CancelScope(shield=True):
-                    batch = await anyio.to_thread.run_sync(
-                        self._check_batch, files, intro is not None
-                    )
-                    self._apply(batch, intro)
-            if batch.files < self.batch_files:
-                return
+    async def _run_batch(
+        self, work: Callable[[_Batch], None], intro: Introduction | None = None
+    ) -> _Batch:
+        """Run ``work`` on a fresh batch in a worker thread, then apply the batch."""
+        async with self._lock:
+            # Shielded: a batch checked in the thread has updated the known maps, so its
+            # observations must reach the store even if the scan is being cancelled.
+            with anyio.CancelScope(shield=True):
+                batch = _Batch()
+                await anyio.to_thread.run_sync(work, batch)
+                self._apply(batch, intro)
+        return batch
+
+    async def _sweep(self, budget: int | None) -> int:
+        """One round of the periodic scan: hot files, then the walk; returns the units spent."""
+        spent = 0
+        if budget is not None:
+            if not self._hot:
+                self._hot.extend(self._known)
+            hot_budget = int(budget * _HOT_SHARE)
+            while self._hot and spent < hot_budget:
+                batch = await self._run_batch(partial(self._check_hot, hot_budget - spent))
+                spent += batch.cost
+        while budget is None or spent < budget:
+            if self._walk is None:
+                self._start_walk()
+            assert self._walk is not None
+            left = None if budget is None else budget - spent
+            batch = await self._run_batch(partial(self._check_walk, self._walk, left, False))
+            spent += batch.cost
+            if batch.finished:
+                await self._finish_walk()
+                break
+        return spent
+
+    def _start_walk(self) -> None:
+        self._walk_id += 1
+        self._walk = Walk(self._outer_roots(), self.exclude)
+        self._walk_started = time.monotonic()
+        self._verifying = self._verify_walk
+        self._verify_walk = False
+        self._walk_unknown = set()
+
+    async def _finish_walk(self) -> None:
+        async with self._lock:
+            batch = _Batch()
+            for ident in [i for i, k in self._known.items() if k.seen < self._walk_id]:
+                self._forget(ident, batch)
+            self._apply(batch, None)
+            # Unknown files that were not met again are gone (or out of every scope).
+            self._unknown = self._walk_unknown
+        self._walk = None
+        self._verifying = False
+        self._passes += 1
+        self._walk_seconds = time.monotonic() - self._walk_started
+
+    async def _apply_hints(self, hints: _Hints) -> None:
+        async with self._lock:
+            batch = _Batch()
+            for old, new in hints.moves:
+                self._move(old, new, batch)
+                hints.paths[new] = None
+            self._drop_gone(set(hints.gone), batch)
+            if hints.dirty:
+                for known in self._known.values():
+                    if known.signature[4] or known.dirty.count(1):
+                        hints.paths[known.path] = None
+            self._apply(batch, None)
+        paths = [p for p in hints.paths if self._in_scope(p)]
+        for start in range(0, len(paths), self.batch_files):
+            chunk = paths[start : start + self.batch_files]
+            await self._run_batch(partial(self._check_paths, chunk))
+        for tree in hints.trees:
+            if self._in_scope(tree):
+                walk = Walk([tree], self.exclude)
+                while not (
+                    await self._run_batch(partial(self._check_walk, walk, None, False))
+                ).finished:
+                    pass
+
+    # -- on the loop: applying batches and hints -------------------------------------------
 
     def _apply(self, batch: _Batch, intro: Introduction | None) -> None:
         sink = self.sink
@@ -234,35 +399,118 @@ class ResidencySource:
         self._errors += batch.errors
         self._unknown.update(batch.unknown)
         self._unknown.difference_update(batch.checked_unknown)
-        self._pass_unknown.update(batch.unknown)
+        self._walk_unknown.update(batch.unknown)
         if batch.last_error is not None:
             self._last_error = batch.last_error
 
+    def _forget(self, ident: tuple[int, int], batch: _Batch) -> None:
+        """The file left every scope: its pages are gone for the tasks."""
+        known = self._known.pop(ident)
+        if self._by_path.get(known.path) == ident:
+            del self._by_path[known.path]
+        key = (ident[0], ident[1], known.gen)
+        batch.add_runs(batch.observations, key, known.cached, _REMOVED)
+        batch.gone.append(key)
+
+    def _affected(self, paths: set[str]) -> list[tuple[int, int]]:
+        """Known files at one of ``paths`` or below one of them."""
+        found = [self._by_path[p] for p in paths if p in self._by_path]
+        rest = paths.difference(self._by_path)
+        if rest:
+            for ident, known in self._known.items():
+                parent = known.path
+                while (parent := parent.rpartition("/")[0]) and parent not in rest:
+                    pass
+                if parent:
+                    found.append(ident)
+        return found
+
+    def _drop_gone(self, paths: set[str], batch: _Batch) -> None:
+        for ident in self._affected(paths):
+            if ident in self._known:
+                self._forget(ident, batch)
+
+    def _move(self, old: str, new: str, batch: _Batch) -> None:
+        # A file renamed over another replaces it: the one at ``new`` is gone.
+        self._drop_gone({new}, batch)
+        for ident in self._affected({old}):
+            known = self._known.get(ident)
+            if known is None:
+                continue
+            before = known.path
+            path = new + before[len(old) :]
+            if not self._in_scope(path):
+                self._forget(ident, batch)
+                continue
+            if self._by_path.get(before) == ident:
+                del self._by_path[before]
+            known.path = path
+            self._by_path[path] = ident
+            self.sink.index.discard(ident[0], ident[1], before)
+            self.sink.index.add(ident[0], ident[1], path)
+            self.sink.relocate(ident[0], ident[1], self._present(*ident))
+
+    def _present(self, dev: int, ino: int) -> list[tuple[int, int, int]]:
+        known = self._known.get((dev, ino))
+        if known is None:
+            return []
+        cached = [(first, count, _ADDED) for first, count in _pagemap.runs(known.cached)]
+        return cached + [(first, count, _DIRTY) for first, count in _pagemap.runs(known.dirty)]
+
     # -- worker-thread side ---------------------------------------------------------------
 
-    def _check_batch(self, files: Iterator[str], intro: bool) -> _Batch:
-        batch = _Batch()
-        for path in files:
-            batch.files += 1
-            try:
-                self._check(path, intro, batch)
-            except FileNotFoundError:
-                pass
-            except ResidencyUnknown:
-                batch.unknown.append(path)
-            except OSError as exc:
-                batch.errors += 1
-                batch.last_error = f"{path}: {exc.strerror or exc}"
-            if batch.files >= self.batch_files:
+    def _check_walk(self, walk: Walk, limit: int | None, intro: bool, batch: _Batch) -> None:
+        """Check files of ``walk`` until ``batch_files`` or ``limit`` units; mark the end."""
+        tick, known_files = self._tick, self._known
+        before = walk.cost
+        files = iter(walk)
+        for path, ino, dev in files:
+            known = known_files.get((dev, ino))
+            if not intro and known is not None and known.checked == tick and known.path == path:
+                known.seen = self._walk_id  # checked this round already: only seen
+                continue
+            self._try(path, intro, batch)
+            if batch.files >= self.batch_files or (
+                limit is not None and batch.cost + walk.cost - before >= limit
+            ):
                 break
-        return batch
+        else:
+            batch.finished = True
+        batch.cost += walk.cost - before
+
+    def _check_hot(self, limit: int, batch: _Batch) -> None:
+        tick, hot = self._tick, self._hot
+        while hot and batch.files < self.batch_files and batch.cost < limit:
+            known = self._known.get(hot.popleft())
+            if known is None or known.checked == tick:
+                continue
+            if self._in_scope(known.path):
+                self._try(known.path, False, batch)
+
+    def _check_paths(self, paths: list[str], batch: _Batch) -> None:
+        for path in paths:
+            self._try(path, False, batch)
+
+    def _try(self, path: str, intro: bool, batch: _Batch) -> None:
+        batch.files += 1
+        try:
+            self._check(path, intro, batch)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except ResidencyUnknown:
+            batch.unknown.append(path)
+        except OSError as exc:
+            batch.errors += 1
+            batch.last_error = f"{path}: {exc.strerror or exc}"
 
     def _check(self, path: str, intro: bool, batch: _Batch) -> None:
+        batch.cost += 1
         try:
             fd = os.open(path, _OPEN_FLAGS)
         except PermissionError:
             batch.unknown.append(path)
             return
+        batch.cost += _CHECK_COST - 1
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -285,23 +533,91 @@ class ResidencySource:
                 counts.evicted,
                 counts.recently_evicted,
             )
-            if known is not None and known.signature == signature and not self._verifying:
-                known.stamp = self._pass_id
-                if intro:
-                    key = (st.st_dev, st.st_ino, known.gen)
-                    batch.add_runs(batch.intro, key, known.cached, _ADDED)
-                    batch.add_runs(batch.intro, key, known.dirty, _DIRTY)
-                return
-            gen = _kernel.inode_generation(fd)
-            pages = math.ceil(st.st_size / _kernel.PAGE_SIZE)
-            cached = _kernel.mincore(fd, st.st_size) if counts.cache else b""
-            dirty = b""
-            if counts.dirty:
-                runs = _kernel.dirty_runs(fd, st.st_size, counts.dirty)
-                dirty = _pagemap.from_runs(runs, pages)
+            verify = self._verifying
+            if known is not None:
+                known.seen, known.checked = self._walk_id, self._tick
+                known.visits += 1
+                verify = verify or known.visits % self.verify_every == 0
+                if known.path != path:
+                    if self._by_path.get(known.path) == ident:
+                        del self._by_path[known.path]
+                    known.path = path
+                    self._by_path[path] = ident
+                if known.signature == signature and not verify:
+                    if intro:
+                        key = (st.st_dev, st.st_ino, known.gen)
+                        batch.add_runs(batch.intro, key, known.cached, _ADDED)
+                        batch.add_runs(batch.intro, key, known.dirty, _DIRTY)
+                    return
+            gen, cached, dirty, regions = self._map(
+                fd, st.st_size, counts, known, verify=verify, batch=batch
+            )
         finally:
             os.close(fd)
-        self._record(batch, ident, _Known(gen, signature, cached, dirty, self._pass_id), intro)
+        visits = known.visits if known is not None else 1
+        fresh = _Known(gen, path, signature, cached, dirty, self._walk_id, self._tick, visits)
+        fresh.regions = regions
+        self._record(batch, ident, fresh, intro)
+
+    def _map(
+        self,
+        fd: int,
+        size: int,
+        counts: _kernel.CacheStat,
+        known: _Known | None,
+        *,
+        verify: bool,
+        batch: _Batch,
+    ) -> tuple[int, bytes, bytes, list[_regions.Region] | None]:
+        """A file's generation, cached and dirty maps, and regions: in full, or by region."""
+        batch.cost += 1
+        gen = _kernel.inode_generation(fd)
+        pages = math.ceil(size / _PAGE)
+        if (
+            known is not None
+            and not verify
+            and known.regions is not None
+            and known.gen == gen
+            and len(known.cached) == len(known.dirty) == pages
+        ):
+            cached, dirty = self._refresh_regions(fd, known.regions, known, batch)
+            return gen, cached, dirty, _regions.adapt(known.regions, cached, dirty, self._rng)
+        cached = _kernel.mincore(fd, size) if counts.cache else bytes(pages)
+        dirty = bytes(pages)
+        batch.cost += _map_cost(pages) if counts.cache else 0
+        if counts.dirty:
+            runs = _kernel.dirty_runs(fd, size, counts.dirty)
+            batch.cost += _runs_cost(runs, pages)
+            dirty = _pagemap.from_runs(runs, pages)
+        return gen, cached, dirty, _regions.initial(cached, dirty)
+
+    def _refresh_regions(
+        self, fd: int, regions: list[_regions.Region], known: _Known, batch: _Batch
+    ) -> tuple[bytes, bytes]:
+        """New maps of a large file, mapping only the regions whose counts moved."""
+        cached, dirty = bytearray(known.cached), bytearray(known.dirty)
+        for region in regions:
+            counts = _kernel.cachestat(fd, region.first * _PAGE, region.count * _PAGE)
+            batch.cost += 1
+            moved = False
+            if counts.cache != region.cache:
+                window = _kernel.mincore(fd, region.count * _PAGE, region.first * _PAGE)
+                cached[region.first : region.first + len(window)] = window
+                batch.cost += _map_cost(region.count)
+                moved = True
+            if counts.dirty != region.dirty:
+                runs = _kernel.page_runs(
+                    fd, region.count * _PAGE, "dirty", counts.dirty, first_page=region.first
+                )
+                batch.cost += _runs_cost(runs, region.count)
+                local = [(first - region.first, count) for first, count in runs]
+                dirty[region.first : region.end] = _pagemap.from_runs(local, region.count)
+                moved = True
+            if moved:
+                region.cache, region.dirty, region.stable = counts.cache, counts.dirty, 0
+            else:
+                region.stable += 1
+        return bytes(cached), bytes(dirty)
 
     def _record(self, batch: _Batch, ident: tuple[int, int], fresh: _Known, intro: bool) -> None:
         """Diff a file's fresh map against the last one, and keep the fresh one."""
@@ -329,24 +645,11 @@ class ResidencySource:
             batch.add_runs(batch.intro, key, _pagemap.and_(old_dirty, dirty), _DIRTY)
         if cached.count(1) or dirty.count(1):
             self._known[ident] = fresh
-        else:
-            self._known.pop(ident, None)
-
-    def _present(self, dev: int, ino: int) -> list[tuple[int, int, int]]:
-        known = self._known.get((dev, ino))
-        if known is None:
-            return []
-        cached = [(first, count, _ADDED) for first, count in _pagemap.runs(known.cached)]
-        return cached + [(first, count, _DIRTY) for first, count in _pagemap.runs(known.dirty)]
-
-    def _vanished(self, pass_id: int) -> _Batch:
-        batch = _Batch()
-        for ident in [i for i, k in self._known.items() if k.stamp < pass_id]:
-            known = self._known.pop(ident)
-            key = (ident[0], ident[1], known.gen)
-            batch.add_runs(batch.observations, key, known.cached, _REMOVED)
-            batch.gone.append(key)
-        return batch
+            self._by_path[fresh.path] = ident
+        elif known is not None:
+            del self._known[ident]
+            if self._by_path.get(known.path) == ident:
+                del self._by_path[known.path]
 
     # -- status --------------------------------------------------------------------------
 
@@ -359,4 +662,7 @@ class ResidencySource:
             unknown=len(self._unknown),
             passes=self._passes,
             last_error=self._last_error,
+            budget=self.budget,
+            budget_used=self._spent / self.budget,
+            cycle_seconds=self._walk_seconds,
         )
