@@ -16,10 +16,18 @@ import attrs
 
 from . import _kernel
 from ._model import Event, Uuid
-from ._paths import PathIndex, normalize_root
+from ._paths import Exclusions, PathIndex, is_under, normalize_root
 from ._status import SourceStatus, Status, TaskStatus
 from .errors import SourceUnavailable, TooManyTasks
-from .sources import Source, make_sources, resolve_sources
+from .sources import (
+    DEFAULT_BUDGET,
+    MIN_BUDGET,
+    Sink,
+    Source,
+    SourceOptions,
+    make_sources,
+    resolve_sources,
+)
 from .store import Key, Observation, Store
 from .tasks import Registration, Task
 
@@ -88,7 +96,7 @@ class Duet:
     max_tasks: int
     """The most tasks that can be registered at once."""
     _source_names: tuple[str, ...] = attrs.field(alias="source_names")
-    _interval: float = attrs.field(alias="interval")
+    _options: SourceOptions = attrs.field(alias="options")
     store: Store = attrs.field(init=False)
     index: PathIndex = attrs.field(init=False, factory=PathIndex)
     _sources: list[Source] = attrs.field(init=False, factory=list)
@@ -115,6 +123,15 @@ class Duet:
             return None  # its registration scan will introduce the file: undecided till then
         return self.index.under(key[0], key[1], task.path)
 
+    def _overflow(self, root: str | None) -> None:
+        """Observations under ``root`` were lost: OVERFLOW to every task whose scope overlaps."""
+        slots = 0
+        for slot, task in self._tasks.items():
+            if root is None or is_under(task.path, root) or is_under(root, task.path):
+                slots |= 1 << slot
+        if slots:
+            self.store.signal_overflow(slots)
+
     def _notify(self, slots: int) -> None:
         for slot, task in self._tasks.items():
             if slots & (1 << slot):
@@ -129,7 +146,8 @@ class Duet:
             raise SourceUnavailable(
                 errno.ENOSYS, "cachestat is unavailable here (Linux >= 6.5 is needed)"
             )
-        self._sources = make_sources(self._source_names, self.index, self.store, self._interval)
+        sink = Sink(self.store, self.index, overflow=self._overflow)
+        self._sources = make_sources(self._source_names, sink, self._options)
         try:
             async with AsyncExitStack() as stack:
                 self._group = await stack.enter_async_context(anyio.create_task_group())
@@ -328,6 +346,8 @@ def open_duet(
     *,
     max_tasks: int = DEFAULT_MAX_TASKS,
     interval: float = 1.0,
+    budget: int = DEFAULT_BUDGET,
+    exclude: Iterable[str] = (),
 ) -> Duet:
     """Make an embedded framework; use it with ``async with``.
 
@@ -335,7 +355,12 @@ def open_duet(
         sources: ``"auto"`` (the best set usable here), ``"scan"`` (the unprivileged set),
             ``"exact"`` (kernel tracepoints, root), or a list of source names.
         max_tasks: the most tasks registered at once (Duet's default is 8; at most 64).
-        interval: seconds between the starts of two passes of the periodic residency scan.
+        interval: seconds between two rounds of the periodic residency scan.
+        budget: kernel calls per interval the periodic residency scan may make (about four
+            per file checked). It bounds the scan's CPU use whatever the size of the trees;
+            a full round over ``F`` files takes about ``4 F / budget`` intervals.
+        exclude: glob patterns of paths no source watches, matched against the absolute
+            path and against the last component (``"*.tmp"``, ``".git"``, ``"/data/cache"``).
 
     Raises:
         ValueError: an unknown source name or set, or ``max_tasks`` out of range.
@@ -346,4 +371,9 @@ def open_duet(
         raise ValueError(f"max_tasks must be between 1 and 64, not {max_tasks}")
     if interval <= 0:
         raise ValueError(f"interval must be positive, not {interval}")
-    return Duet(max_tasks, source_names=resolve_sources(sources), interval=interval)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < MIN_BUDGET:
+        raise ValueError(f"budget must be an int of at least {MIN_BUDGET}, not {budget!r}")
+    if isinstance(exclude, str):
+        raise TypeError("exclude must be a list of patterns, not a single str")
+    options = SourceOptions(interval=interval, budget=budget, exclude=Exclusions(tuple(exclude)))
+    return Duet(max_tasks, source_names=resolve_sources(sources), options=options)

@@ -36,7 +36,7 @@ class Exclusions:
     case-sensitively; ``*`` matches ``/`` too.
     """
 
-    patterns: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    patterns: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.patterns)

@@ -9,20 +9,24 @@ from __future__ import annotations
 import errno
 from collections.abc import Sequence
 
-from .._paths import PathIndex
+import attrs
+
+from .._paths import Exclusions
 from ..errors import SourceUnavailable
-from ..store import Store
 from ._base import Checker, Introduction, PathNote, Sink, Source
-from .residency import ResidencySource
+from .residency import DEFAULT_BUDGET, MIN_BUDGET, ResidencySource
 
 __all__ = [
     "AVAILABLE",
+    "DEFAULT_BUDGET",
+    "MIN_BUDGET",
     "Checker",
     "Introduction",
     "PathNote",
     "ResidencySource",
     "Sink",
     "Source",
+    "SourceOptions",
     "make_sources",
     "resolve_sources",
 ]
@@ -64,13 +68,29 @@ def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def make_sources(
-    names: Sequence[str], index: PathIndex, store: Store, interval: float
-) -> list[Source]:
-    """Build the named sources around one sink."""
-    sink = Sink(store, index)
+@attrs.frozen
+class SourceOptions:
+    """Settings of the sources that ``open_duet()`` passes on."""
+
+    interval: float = 1.0
+    """Seconds between two rounds of the periodic residency scan."""
+    budget: int = DEFAULT_BUDGET
+    """Kernel calls per interval for the periodic residency scan."""
+    exclude: Exclusions = attrs.field(factory=Exclusions)
+    """Paths no source watches."""
+
+
+def make_sources(names: Sequence[str], sink: Sink, options: SourceOptions) -> list[Source]:
+    """Build the named sources around one sink, in the order their scans must run."""
     sources: list[Source] = []
     for name in names:
         if name == "residency":
-            sources.append(ResidencySource(sink, interval=interval))
+            sources.append(
+                ResidencySource(
+                    sink,
+                    interval=options.interval,
+                    budget=options.budget,
+                    exclude=options.exclude,
+                )
+            )
     return sources

@@ -60,10 +60,12 @@ from . import _pagemap, _regions
 from ._base import Introduction, PathNote, Sink
 from ._walk import Walk
 
-__all__ = ["DEFAULT_BUDGET", "ResidencySource"]
+__all__ = ["DEFAULT_BUDGET", "MIN_BUDGET", "ResidencySource"]
 
 DEFAULT_BUDGET = 4000
 """Kernel calls per interval for the periodic scan: about 1000 file checks."""
+MIN_BUDGET = 4
+"""The smallest budget: one file check per interval."""
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _ADDED, _REMOVED, _DIRTY, _FLUSHED = (int(e) for e in Event if e <= Event.FLUSHED)
 _CHECK_COST = 4  # open, fstat, cachestat, close
@@ -160,7 +162,7 @@ class ResidencySource:
 
     sink: Sink
     interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
-    budget: int = attrs.field(default=DEFAULT_BUDGET, validator=attrs.validators.ge(_CHECK_COST))
+    budget: int = attrs.field(default=DEFAULT_BUDGET, validator=attrs.validators.ge(MIN_BUDGET))
     batch_files: int = attrs.field(default=256, validator=attrs.validators.ge(1))
     verify_every: int = attrs.field(default=10, validator=attrs.validators.ge(1))
     hint_delay: float = attrs.field(default=0.01, validator=attrs.validators.ge(0))
@@ -244,7 +246,7 @@ class ResidencySource:
 
     def rescan(self, root: str | None) -> None:
         """Start a walk at once that maps every file in full (the budget still applies)."""
-        self._verify_walk = True
+        self._verify_walk = self._verifying = True
         self._walk = None
         self._wake.set()
 
@@ -269,11 +271,7 @@ class ResidencySource:
     async def _sweep_loop(self) -> None:
         while True:
             started = time.monotonic()
-            self._tick += 1
-            allowance = self.budget - self._debt
-            spent = await self._sweep(allowance) if allowance > 0 else 0
-            self._debt = max(0, spent - allowance)
-            self._spent = spent
+            await self.scan_round()
             with anyio.move_on_after(self.interval - (time.monotonic() - started)):
                 await self._wake.wait()
             self._wake = anyio.Event()
@@ -286,6 +284,20 @@ class ResidencySource:
             self._hinted = anyio.Event()
             hints, self._hints = self._hints, _Hints()
             await self._apply_hints(hints)
+
+    async def scan_round(self) -> int:
+        """One round of the periodic scan within the budget; returns the kernel calls made.
+
+        A round that overran the budget (a file's check cannot be cut short) makes the next
+        ones shorter by as much, so that over any run of rounds the calls made stay within
+        the budget times the rounds, plus the cost of one file.
+        """
+        self._tick += 1
+        allowance = self.budget - self._debt
+        spent = await self._sweep(allowance) if allowance > 0 else 0
+        self._debt = max(0, self._debt + spent - self.budget)
+        self._spent = spent
+        return spent
 
     async def scan_all(self) -> None:
         """One complete walk of every scope now, whatever the budget (for tests and tools)."""
@@ -461,7 +473,10 @@ class ResidencySource:
 
     def _check_walk(self, walk: Walk, limit: int | None, intro: bool, batch: _Batch) -> None:
         """Check files of ``walk`` until ``batch_files`` or ``limit`` units; mark the end."""
-        tick, known_files = self._tick, self._known
+        # Files checked this round already are only marked seen, unless every file is to be
+        # mapped again (a rescan).
+        tick = -1 if self._verifying else self._tick
+        known_files = self._known
         before = walk.cost
         files = iter(walk)
         for path, ino, dev in files:

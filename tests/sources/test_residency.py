@@ -8,6 +8,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from harness import Harness
 from pagecache import make_tree, read_pages, uuid_of, write_clean
 from taskitems import collect, has
 
@@ -15,7 +16,6 @@ import aioduet
 import aioduet._paths
 import aioduet.store
 from aioduet import Event, _kernel
-from aioduet.sources import ResidencySource, Sink
 
 pytestmark = pytest.mark.anyio
 
@@ -121,24 +121,6 @@ anyio.run(main)
     assert result.returncode == 0, result.stderr.decode()
     items, unknown = result.stdout.decode().split()
     assert (items, unknown) == ("0", "2")
-
-
-class Harness:
-    """A residency source over a plain store with one slot, driven pass by pass."""
-
-    def __init__(self, root: Path, mask: Event, **options: int) -> None:
-        self.index = aioduet._paths.PathIndex()
-        self.store = aioduet.store.Store(4, relevance=self.relevant)
-        self.slot = self.store.add_slot(mask)
-        self.root = str(root)
-        self.source = ResidencySource(Sink(self.store, self.index), **options)
-        self.source.add_scope(self.root)
-
-    def relevant(self, key: tuple[int, int, int], slot: int) -> bool | None:
-        return self.index.under(key[0], key[1], self.root)
-
-    def drain(self) -> list[tuple[int, int, int]]:
-        return [(first, count, state) for _key, first, count, state in self.store.drain(0, 1000)]
 
 
 async def test_a_change_that_keeps_every_count_is_found_by_the_verifying_pass(
