@@ -1,0 +1,42 @@
+"""The scan benchmark keeps running: a small tree, checked for shape, never for speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_scan_tree_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "scan_tree.py"),
+            "--files",
+            "200",
+            "--repeat",
+            "1",
+            "--base",
+            "/tmp",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    report = json.loads(result.stdout)
+    assert report["benchmark"] == "scan_tree"
+    assert report["parameters"]["files"] == 200 and report["parameters"]["made"]
+    assert not Path(report["parameters"]["tree"]).exists()  # made fresh, then removed
+    assert set(report["results"]) == {"warm", "evicted"}
+    for state in report["results"].values():
+        assert state["aioduet_seconds"] > 0
+        assert set(state["all_seconds"]) == set(report["tools"]["commands"])
+        for peer in ("vmtouch", "fincore"):
+            if state[f"{peer}_seconds"] is not None:
+                assert state[f"ratio_vs_{peer}"] > 0
+    assert report["tools"]["fincore_mode"] in {"-R", "find|xargs"}
+    assert "vmtouch" in report["tools"]["commands"]  # .ci/run installs it
