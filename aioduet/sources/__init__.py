@@ -14,28 +14,37 @@ import attrs
 from .._paths import Exclusions
 from ..errors import SourceUnavailable
 from ._base import Checker, Introduction, PathNote, Sink, Source
+from .inotify import InotifySource
 from .residency import DEFAULT_BUDGET, MIN_BUDGET, ResidencySource
+from .writeback import WritebackSource
 
 __all__ = [
     "AVAILABLE",
     "DEFAULT_BUDGET",
     "MIN_BUDGET",
     "Checker",
+    "InotifySource",
     "Introduction",
     "PathNote",
     "ResidencySource",
     "Sink",
     "Source",
     "SourceOptions",
+    "WritebackSource",
     "make_sources",
     "resolve_sources",
 ]
 
 #: Source names this version can run.
-AVAILABLE = ("residency",)
+AVAILABLE = ("inotify", "residency", "writeback")
 #: Source names of the design that this version does not provide yet.
-_PLANNED = ("tracepoints", "inotify", "writeback", "fanotify")
-_SETS = {"auto": ("residency",), "scan": ("residency",)}
+_PLANNED = ("tracepoints", "fanotify")
+#: The unprivileged set, in the order registration scans run: watches first, so that no
+#: change between the residency scan of a file and the watch on its directory is missed.
+_UNPRIVILEGED = ("inotify", "residency", "writeback")
+_SETS = {"auto": _UNPRIVILEGED, "scan": _UNPRIVILEGED}
+#: Sources that only tell the residency scanner what to check.
+_HINTERS = ("inotify", "writeback")
 
 
 def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
@@ -65,7 +74,17 @@ def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
             )
         if name not in AVAILABLE:
             raise ValueError(f"unknown source {name!r}; available: {', '.join(AVAILABLE)}")
-    return tuple(dict.fromkeys(names))
+    names = tuple(dict.fromkeys(names))
+    hinters = [name for name in names if name in _HINTERS]
+    if hinters and "residency" not in names:
+        raise ValueError(
+            f"the {hinters[0]!r} source only tells the 'residency' source what to check:"
+            " add 'residency' to the list"
+        )
+    return tuple(sorted(names, key=_ORDER.index))
+
+
+_ORDER = ("inotify", "residency", "writeback")
 
 
 @attrs.frozen
@@ -84,7 +103,11 @@ def make_sources(names: Sequence[str], sink: Sink, options: SourceOptions) -> li
     """Build the named sources around one sink, in the order their scans must run."""
     sources: list[Source] = []
     for name in names:
-        if name == "residency":
+        if name == "inotify":
+            sources.append(InotifySource(sink, exclude=options.exclude.patterns))
+        elif name == "writeback":
+            sources.append(WritebackSource(sink))
+        elif name == "residency":
             sources.append(
                 ResidencySource(
                     sink,

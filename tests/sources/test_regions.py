@@ -98,6 +98,4 @@ def test_regions_always_tile_the_file_within_their_limits(
         assert _tiles(regions, pages)
         assert len(regions) <= MAX_REGIONS
         assert all(r.count >= REGION_PAGES for r in regions)
-        assert [r.cache for r in regions] == [
-            cached.count(1, r.first, r.end) for r in regions
-        ]
+        assert [r.cache for r in regions] == [cached.count(1, r.first, r.end) for r in regions]

@@ -113,7 +113,8 @@ async def main():
         await task.wait_scanned()
         items = task.fetch_nowait(100)
         status = await duet.status()
-        print(len(items), status.sources[0].unknown)
+        residency = [s for s in status.sources if s.name == 'residency'][0]
+        print(len(items), residency.unknown)
 anyio.run(main)
 """
     with anyio.fail_after(60):

@@ -46,9 +46,9 @@ async def test_each_round_stays_within_the_budget_and_a_walk_ends_within_its_bou
     files = _empty_tree(ext4_dir / "tree", dirs=10, files=100)
     budget = 200
     harness = Harness(ext4_dir / "tree", Event.EXISTS, budget=budget)
-    # A check costs 4 calls; the walk adds 2 per directory. Nothing is hot, so the walk
-    # gets the whole budget.
-    bound = math.ceil((4 * files + 2 * 11) / budget) + 1
+    # Checking a file that is not cached costs 3 calls (open, cachestat, close); the walk
+    # adds 2 per directory. Nothing is hot, so the walk gets the whole budget.
+    bound = math.ceil((3 * files + 2 * 11) / budget) + 1
     rounds, total = 0, 0
     while harness.source.status().passes == 0:
         spent = await harness.source.scan_round()
@@ -58,7 +58,7 @@ async def test_each_round_stays_within_the_budget_and_a_walk_ends_within_its_bou
         assert spent <= budget + 8, spent
         assert rounds <= bound, f"no complete walk after {rounds} rounds (bound {bound})"
     assert total <= budget * rounds + 8
-    assert rounds >= (4 * files) // budget  # really budgeted, not one pass per round
+    assert rounds >= (3 * files) // budget  # really budgeted, not one pass per round
     status = harness.source.status()
     assert status.budget == budget and 0 < status.budget_used <= 1.05
     assert status.cycle_seconds is not None
@@ -120,15 +120,17 @@ async def test_hints_are_checked_promptly_outside_the_budget(ext4_dir: Path) -> 
         await group.start(source.run)
         read_pages(data)
         source.check_paths([str(data)])
-        assert await _next_items(harness) == [(0, 4, _ADDED)]
+        assert await harness.next_items() == [(0, 4, _ADDED)]
         os.rename(data, moved)
         source.path_moved(str(data), str(moved))
+        # Nothing is delivered for a rename within the scope, and the source has no event
+        # for index updates: poll, within a bound.
         with anyio.fail_after(5):
-            while harness.index.paths(*_dev_ino(moved)) != (str(moved),):
+            while harness.index.paths(*_dev_ino(moved)) != (str(moved),):  # noqa: ASYNC110
                 await anyio.sleep(0.005)
         moved.unlink()
         source.path_gone(str(moved.parent))  # a whole directory gone
-        assert await _next_items(harness) == [(0, 4, _REMOVED)]
+        assert await harness.next_items() == [(0, 4, _REMOVED)]
         assert len(harness.index) == 0
         group.cancel_scope.cancel()
 
@@ -146,13 +148,6 @@ async def test_a_rescan_maps_every_file_again(ext4_dir: Path) -> None:
     harness.source.rescan(None)
     await harness.source.scan_round()
     assert sorted(harness.drain()) == [(0, 1, _REMOVED), (40, 1, _ADDED)]
-
-
-async def _next_items(harness: Harness) -> list[tuple[int, int, int]]:
-    with anyio.fail_after(5):
-        while not (items := harness.drain()):
-            await anyio.sleep(0.005)
-    return items
 
 
 def _dev_ino(path: Path) -> tuple[int, int]:

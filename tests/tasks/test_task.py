@@ -269,8 +269,13 @@ async def test_status_lists_tasks_sources_and_store(ext4_dir: Path) -> None:
             str(ext4_dir),
         )
         assert listed.statistics.items_delivered >= 1
-        (source,) = status.sources
-        assert source.name == "residency" and source.active and source.observations >= 1
+        sources = {source.name: source for source in status.sources}
+        assert list(sources) == ["inotify", "residency", "writeback"]
+        assert all(source.active for source in sources.values())
+        residency = sources["residency"]
+        assert residency.observations >= 1
+        assert residency.budget is not None and residency.budget_used >= 0
+        assert sources["inotify"].observations >= 1  # the read was an inotify event
         assert status.store.files >= 1
     assert not (await duet.status()).running
 
