@@ -101,6 +101,7 @@ async def measure(args: argparse.Namespace, root: Path, paths: list[Path]) -> di
 
             hot = random.Random(1).sample(paths, min(args.hot, len(paths)))
             uuids = {}
+            read_at = time.monotonic()
             for path in hot:
                 fd = os.open(path, os.O_RDONLY)
                 try:
@@ -112,7 +113,7 @@ async def measure(args: argparse.Namespace, root: Path, paths: list[Path]) -> di
                 while not all(u in added for u in uuids):
                     await arrived.wait()
                     arrived = anyio.Event()
-            added_latency = max(added[u] for u in uuids) - started
+            added_latency = max(added[u] for u in uuids) - read_at
             removed.clear()
             evicted_at = time.monotonic()
             await anyio.run_process([sys.executable, "-c", _EVICT, *map(str, hot)])
@@ -144,7 +145,7 @@ async def measure(args: argparse.Namespace, root: Path, paths: list[Path]) -> di
             "read_to_added_seconds": round(added_latency, 3),
         },
         "walk": {
-            "last_cycle_seconds": residency.cycle_seconds,
+            "last_cycle_seconds": residency.cycle_seconds if residency.passes > 1 else None,
             "bound_seconds": round(
                 (math.ceil((4 * args.files + 2 * dirs) / (0.25 * args.budget)) + 1) * args.interval,
                 3,
