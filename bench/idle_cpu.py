@@ -69,6 +69,19 @@ def build_tree(root: Path, files: int, dirs: int) -> list[Path]:
     return paths
 
 
+def _read(paths: list[Path]) -> dict[aioduet.Uuid, Path]:
+    """Read the first page of each file; returns them by uuid."""
+    uuids = {}
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.read(fd, 4096)
+            uuids[aioduet.Uuid.from_stat(os.fstat(fd), _kernel.inode_generation(fd))] = path
+        finally:
+            os.close(fd)
+    return uuids
+
+
 async def measure(args: argparse.Namespace, root: Path, paths: list[Path]) -> dict[str, Any]:
     added: dict[aioduet.Uuid, float] = {}
     removed: dict[aioduet.Uuid, float] = {}
@@ -100,15 +113,8 @@ async def measure(args: argparse.Namespace, root: Path, paths: list[Path]) -> di
             wall = time.monotonic() - wall0
 
             hot = random.Random(1).sample(paths, min(args.hot, len(paths)))
-            uuids = {}
             read_at = time.monotonic()
-            for path in hot:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.read(fd, 4096)
-                    uuids[aioduet.Uuid.from_stat(os.fstat(fd), _kernel.inode_generation(fd))] = path
-                finally:
-                    os.close(fd)
+            uuids = _read(hot)
             with anyio.fail_after(60):
                 while not all(u in added for u in uuids):
                     await arrived.wait()

@@ -30,5 +30,5 @@ def test_idle_cpu_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
     assert report["idle"]["cpu_seconds"] >= 0
     eviction = report["eviction"]
     assert eviction["hot_files"] == 3
-    assert 0 < eviction["max_seconds"] and eviction["bound_seconds"] > 0
+    assert eviction["max_seconds"] > 0 and eviction["bound_seconds"] > 0
     assert report["walk"]["bound_seconds"] > 0
