@@ -152,8 +152,13 @@ async def measure(args: argparse.Namespace, root: Path, paths: list[Path]) -> di
         },
         "walk": {
             "last_cycle_seconds": residency.cycle_seconds if residency.passes > 1 else None,
+            # Nothing hot: the walk gets the whole budget. Guaranteed: a quarter of it.
+            "expected_seconds": round(
+                (math.ceil((3 * args.files + 2 * dirs) / args.budget) + 1) * args.interval, 3
+            ),
             "bound_seconds": round(
-                (math.ceil((4 * args.files + 2 * dirs) / (0.25 * args.budget)) + 1) * args.interval,
+                (math.ceil((3 * args.files + 5 * hot_files + 2 * dirs) / (0.25 * args.budget)) + 1)
+                * args.interval,
                 3,
             ),
             "passes": residency.passes,
