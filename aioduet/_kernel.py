@@ -42,6 +42,9 @@ __all__ = [
     "dirty_runs",
     "evict",
     "inode_generation",
+    "inotify_add_watch",
+    "inotify_init1",
+    "inotify_rm_watch",
     "mincore",
     "page_runs",
     "prefetch",
@@ -283,3 +286,58 @@ def inode_generation(fd: int) -> int:
             return 0
         raise
     return int(struct.unpack_from("=I", buf)[0])
+
+
+# -- inotify ---------------------------------------------------------------------------
+# pyinotify's wrapper calls inotify_init() without flags and encodes paths strictly, so the
+# three calls are bound here; the inotify source parses the records itself.
+
+_inotify_init1 = _libc.inotify_init1
+_inotify_init1.argtypes = [ctypes.c_int]
+_inotify_init1.restype = ctypes.c_int
+_inotify_add_watch = _libc.inotify_add_watch
+_inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+_inotify_add_watch.restype = ctypes.c_int
+_inotify_rm_watch = _libc.inotify_rm_watch
+_inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
+_inotify_rm_watch.restype = ctypes.c_int
+
+
+def inotify_init1(flags: int) -> int:
+    """``inotify_init1(2)``: a new inotify fd.
+
+    Raises:
+        OSError: ``EMFILE`` (``max_user_instances``), ``ENFILE``, ``ENOMEM``.
+    """
+    fd: int = _inotify_init1(flags)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return fd
+
+
+def inotify_add_watch(fd: int, path: bytes, mask: int) -> int:
+    """``inotify_add_watch(2)``: the watch descriptor of ``path``.
+
+    Raises:
+        OSError: ``ENOENT``, ``ENOTDIR``, ``EACCES``, ``ENOSPC`` (``max_user_watches``)...
+    """
+    wd: int = _inotify_add_watch(fd, path, mask)
+    if wd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), os.fsdecode(path))
+    return wd
+
+
+def inotify_rm_watch(fd: int, wd: int) -> bool:
+    """``inotify_rm_watch(2)``; False when the kernel had dropped the watch already (EINVAL).
+
+    Raises:
+        OSError: any other error (``EBADF``).
+    """
+    if _inotify_rm_watch(fd, wd) < 0:
+        err = ctypes.get_errno()
+        if err == errno.EINVAL:
+            return False
+        raise OSError(err, os.strerror(err))
+    return True

@@ -12,9 +12,9 @@ Why not pyinotify here: its ``Notifier`` manages ~80k events/s (REFERENCE.md sec
 its ``INotifyWrapper`` (0.9.6) calls ``inotify_init()`` without flags (so close-on-exec could
 only be set afterwards, racing with a fork in another thread) and encodes paths strictly
 (a directory whose name is not valid UTF-8 raises ``UnicodeEncodeError``); importing it
-also imports the deprecated ``asyncore``. So the three calls are bound here with ctypes,
-and the ``IN_*`` values are the kernel ABI (``include/uapi/linux/inotify.h``), cross-checked
-against pyinotify's table by the tests.
+also imports the deprecated ``asyncore``. So the three calls are bound with ctypes in
+:mod:`aioduet._kernel`, and the ``IN_*`` values are the kernel ABI
+(``include/uapi/linux/inotify.h``), cross-checked against pyinotify's table by the tests.
 
 Everything but :func:`watch_tree` is meant for the event loop; :func:`watch_tree` blocks
 (one syscall per directory) and runs in a worker thread.
@@ -22,7 +22,6 @@ Everything but :func:`watch_tree` is meant for the event loop; :func:`watch_tree
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fnmatch
 import os
@@ -33,6 +32,7 @@ from collections.abc import Sequence
 
 import attrs
 
+from .. import _kernel
 from .._paths import is_under
 from ..errors import AioduetError
 
@@ -107,30 +107,7 @@ class InotifyWireError(AioduetError, ValueError):
     """Bytes read from an inotify fd are not a whole number of ``inotify_event`` records."""
 
 
-# -- syscalls ----------------------------------------------------------------------------
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_init1 = _libc.inotify_init1
-_init1.argtypes = [ctypes.c_int]
-_init1.restype = ctypes.c_int
-_add = _libc.inotify_add_watch
-_add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-_add.restype = ctypes.c_int
-_rm = _libc.inotify_rm_watch
-_rm.argtypes = [ctypes.c_int, ctypes.c_int]
-_rm.restype = ctypes.c_int
-
-
-def _oserror(path: str | None = None) -> OSError:
-    code = ctypes.get_errno()
-    if code == errno.ENOSPC:
-        return OSError(
-            code,
-            f"inotify watch limit reached: raise {_MAX_USER_WATCHES}"
-            " (or exclude directories) to watch more",
-            path,
-        )
-    return OSError(code, os.strerror(code), path)
+# -- syscalls (bound in aioduet._kernel, the one ctypes module) ----------------------------
 
 
 def inotify_init1(flags: int = IN_NONBLOCK | IN_CLOEXEC) -> int:
@@ -139,10 +116,7 @@ def inotify_init1(flags: int = IN_NONBLOCK | IN_CLOEXEC) -> int:
     Raises:
         OSError: ``EMFILE`` when ``/proc/sys/fs/inotify/max_user_instances`` is reached.
     """
-    fd: int = _init1(flags)
-    if fd < 0:
-        raise _oserror()
-    return fd
+    return _kernel.inotify_init1(flags)
 
 
 def add_watch(fd: int, path: str, mask: int = WATCH_MASK) -> int:
@@ -152,19 +126,22 @@ def add_watch(fd: int, path: str, mask: int = WATCH_MASK) -> int:
         OSError: ``ENOENT``/``ENOTDIR`` (gone, or not a directory), ``EACCES``, and ``ENOSPC``
             with a message naming ``/proc/sys/fs/inotify/max_user_watches``.
     """
-    wd: int = _add(fd, os.fsencode(path), mask)
-    if wd < 0:
-        raise _oserror(path)
-    return wd
+    try:
+        return _kernel.inotify_add_watch(fd, os.fsencode(path), mask)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OSError(
+                exc.errno,
+                f"inotify watch limit reached: raise {_MAX_USER_WATCHES}"
+                " (or exclude directories) to watch more",
+                path,
+            ) from None
+        raise OSError(exc.errno, exc.strerror, path) from None
 
 
 def rm_watch(fd: int, wd: int) -> bool:
     """Stop a watch; False if the kernel had already dropped it (``EINVAL``)."""
-    if _rm(fd, wd) < 0:
-        if ctypes.get_errno() == errno.EINVAL:
-            return False
-        raise _oserror()
-    return True
+    return _kernel.inotify_rm_watch(fd, wd)
 
 
 # -- parsing -----------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import struct
@@ -13,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aioduet import _kernel
 from aioduet.errors import AioduetError
 from aioduet.sources import _inotify_wire as wire
 
@@ -182,10 +182,9 @@ def test_the_watch_limit_is_reported_clearly(
     ext4_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def full(fd: int, path: bytes, mask: int) -> int:
-        ctypes.set_errno(errno.ENOSPC)
-        return -1
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(wire, "_add", full)
+    monkeypatch.setattr(_kernel, "inotify_add_watch", full)
     setup = wire.watch_tree(-1, str(ext4_dir))
     assert setup.full and setup.errors == 1 and setup.watches == []
     assert "/proc/sys/fs/inotify/max_user_watches" in (setup.last_error or "")
