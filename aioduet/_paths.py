@@ -7,8 +7,9 @@ framework, whether a file lies under a task's root. Paths are compared by whole 
 
 from __future__ import annotations
 
+import fnmatch
 import os
-from fnmatch import fnmatchcase
+import re
 
 import attrs
 
@@ -31,20 +32,30 @@ def is_under(path: str, root: str) -> bool:
 class Exclusions:
     """Paths that no source watches: glob patterns matched against a path or its last part.
 
-    ``Exclusions(("*.tmp", "/data/cache", ".git"))`` excludes every ``.tmp`` file, the tree
-    under ``/data/cache`` and every ``.git`` directory. Patterns use :mod:`fnmatch` syntax,
-    case-sensitively; ``*`` matches ``/`` too.
+    ``Exclusions(("*.tmp", "/data/cache", ".git"))`` excludes every ``.tmp`` file, the
+    directory ``/data/cache`` (and so the tree below it, which is never entered) and every
+    ``.git`` directory. Patterns use :mod:`fnmatch` syntax, case-sensitively; ``*`` matches
+    ``/`` too. The patterns are compiled into one regular expression.
     """
 
     patterns: tuple[str, ...] = ()
+    _regex: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
+
+    @_regex.default
+    def _compile(self) -> re.Pattern[str] | None:
+        if not self.patterns:
+            return None
+        return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.patterns))
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
     def __call__(self, path: str) -> bool:
         """Whether ``path`` (absolute, normalised) is excluded."""
-        name = path.rpartition("/")[2]
-        return any(fnmatchcase(path, p) or fnmatchcase(name, p) for p in self.patterns)
+        regex = self._regex
+        if regex is None:
+            return False
+        return regex.match(path) is not None or regex.match(path.rpartition("/")[2]) is not None
 
 
 @attrs.define(eq=False)

@@ -269,3 +269,24 @@ anyio.run(main)
     # The readable file's pages arrive; the closed directory cost inotify one error (no
     # watch) and the residency walk skipped it; the unopenable file is unknown.
     assert items >= 1 and inotify_errors == 1 and unknown >= 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_excluded_paths_are_neither_watched_nor_scanned(ext4_dir: Path) -> None:
+    kept = write_clean(ext4_dir / "kept", 2)
+    skipped = [write_clean(ext4_dir / "cache" / "inside", 2), write_clean(ext4_dir / "x.tmp", 2)]
+    for path in skipped:
+        read_pages(path)  # cached before registration: the scan would report them
+    async with aioduet.open_duet(interval=0.05, exclude=["cache", "*.tmp"]) as duet:
+        task = await duet.register("exclude", Event.EXISTS, ext4_dir)
+        await task.wait_scanned()
+        for path in skipped:
+            read_pages(path)
+        read_pages(kept)
+        items = await collect(task, lambda got: has(got, uuid_of(kept), Event.ADDED))
+        # Two more complete walks: nothing of the excluded paths may come.
+        await _wait_passes(duet, _passes(await duet.status()) + 2)
+        items += task.fetch_nowait(1000)
+        assert {item.uuid for item in items} == {uuid_of(kept)}
+    with pytest.raises(TypeError, match="list of patterns"):
+        aioduet.open_duet(exclude="*.tmp")

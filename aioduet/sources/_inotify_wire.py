@@ -23,17 +23,14 @@ Everything but :func:`watch_tree` is meant for the event loop; :func:`watch_tree
 from __future__ import annotations
 
 import errno
-import fnmatch
 import os
-import re
 import struct
 import threading
-from collections.abc import Sequence
 
 import attrs
 
 from .. import _kernel
-from .._paths import is_under
+from .._paths import Exclusions, is_under
 from ..errors import AioduetError
 
 __all__ = [
@@ -46,9 +43,7 @@ __all__ = [
     "WatchTable",
     "add_watch",
     "decode_hint",
-    "exclusion_matcher",
     "inotify_init1",
-    "is_excluded",
     "parse_events",
     "rm_watch",
     "split_events",
@@ -221,20 +216,6 @@ def decode_hint(raw: bytes) -> str:
 # -- exclusions --------------------------------------------------------------------------
 
 
-def exclusion_matcher(patterns: Sequence[str]) -> re.Pattern[str] | None:
-    """One regular expression for fnmatch ``patterns``, matched against a path or a base name."""
-    if not patterns:
-        return None
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
-
-
-def is_excluded(matcher: re.Pattern[str] | None, path: str) -> bool:
-    """Whether ``path`` or its base name matches an exclusion pattern."""
-    if matcher is None:
-        return False
-    return matcher.match(path) is not None or matcher.match(path.rpartition("/")[2]) is not None
-
-
 # -- the watch table ---------------------------------------------------------------------
 
 
@@ -324,13 +305,13 @@ class Setup:
 def watch_tree(
     fd: int,
     root: str,
-    excluded: re.Pattern[str] | None = None,
+    excluded: Exclusions | None = None,
     stop: threading.Event | None = None,
 ) -> Setup:
     """Watch ``root`` and every directory below it on root's filesystem (like ``find -xdev``).
 
     Symlinks are never followed; directories that vanish are skipped; excluded directories
-    (see :func:`is_excluded`; the root itself is never excluded) are not entered. Each
+    (the root itself is never excluded) are not entered. Each
     directory is watched before it is listed, so a subdirectory created meanwhile is found
     either by the listing or by an ``IN_CREATE`` event. Stops early when ``stop`` is set.
     """
@@ -366,7 +347,7 @@ def watch_tree(
 
 
 def _list_subdirs(
-    setup: Setup, path: str, device: int, excluded: re.Pattern[str] | None, stack: list[str]
+    setup: Setup, path: str, device: int, excluded: Exclusions | None, stack: list[str]
 ) -> None:
     """Push the subdirectories of ``path`` to walk (same filesystem, not excluded)."""
     try:
@@ -376,7 +357,7 @@ def _list_subdirs(
                     if (
                         entry.is_dir(follow_symlinks=False)
                         and entry.stat(follow_symlinks=False).st_dev == device
-                        and not is_excluded(excluded, entry.path)
+                        and not (excluded and excluded(entry.path))
                     ):
                         stack.append(entry.path)
                 except PermissionError as exc:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -36,7 +35,7 @@ import anyio.abc
 import anyio.to_thread
 import attrs
 
-from .._paths import is_under
+from .._paths import Exclusions, is_under
 from .._status import SourceStatus
 from ..errors import SourceUnavailable
 from . import _inotify_wire as wire
@@ -83,7 +82,7 @@ class InotifySource:
     move_grace: float = attrs.field(default=0.01, validator=attrs.validators.ge(0))
     coalesce: float = attrs.field(default=0.002, validator=attrs.validators.ge(0))
     busy_batch: int = attrs.field(default=64, validator=attrs.validators.ge(1))
-    _matcher: re.Pattern[str] | None = attrs.field(init=False)
+    _exclusions: Exclusions = attrs.field(init=False)
     _roots: dict[str, int] = attrs.field(init=False, factory=dict)
     _ready: dict[str, anyio.Event] = attrs.field(init=False, factory=dict)
     _table: wire.WatchTable = attrs.field(init=False, factory=wire.WatchTable)
@@ -110,7 +109,7 @@ class InotifySource:
     _last_error: str | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
-        self._matcher = wire.exclusion_matcher(self.exclude)
+        self._exclusions = Exclusions(self.exclude)
 
     @property
     def name(self) -> str:
@@ -252,7 +251,7 @@ class InotifySource:
         for event in others:
             self._event(event, check, busy)
         prefixes = self._table.prefixes
-        matcher = self._matcher
+        excluding = bool(self._exclusions)
         decode = wire.decode_hint
         for wd, raw in hints:
             # Resolved after the structural events, so a file in a directory renamed in
@@ -263,7 +262,7 @@ class InotifySource:
                     self._held_hints.add((wd, raw))
                 continue
             path = prefix + decode(raw)
-            if matcher is None or not self._excluded(path):
+            if not excluding or not self._excluded(path):
                 check[path] = None
         if len(self._held) + len(self._held_hints) > _HELD_LIMIT:
             self._held.clear()
@@ -302,7 +301,7 @@ class InotifySource:
                 self._arrived(path, isdir, check)
             else:
                 self._moved(source[0], path, isdir, check)
-        elif self._matcher is not None and self._excluded(path):
+        elif self._exclusions and self._excluded(path):
             return
         elif mask & wire.IN_DELETE:
             checker = self.sink.checker
@@ -315,14 +314,14 @@ class InotifySource:
             check[path] = None
 
     def _excluded(self, path: str) -> bool:
-        if self._matcher is None:
+        if not self._exclusions:
             return False
         cache = self._excluded_cache
         hit = cache.get(path)
         if hit is None:
             if len(cache) >= _EXCLUSION_CACHE:
                 cache.clear()
-            hit = cache[path] = wire.is_excluded(self._matcher, path)
+            hit = cache[path] = self._exclusions(path)
         return hit
 
     def _arrived(self, path: str, isdir: int, check: dict[str, None]) -> None:
@@ -423,7 +422,7 @@ class InotifySource:
         """Watch the tree at ``root``; returns root's path now (it may have been renamed)."""
         since = len(self._moves)
         setup = await anyio.to_thread.run_sync(
-            wire.watch_tree, self._fd, root, self._matcher, self._stop
+            wire.watch_tree, self._fd, root, self._exclusions, self._stop
         )
         moves = self._moves[since:]
 
