@@ -99,6 +99,7 @@ class Duet:
     _options: SourceOptions = attrs.field(alias="options")
     store: Store = attrs.field(init=False)
     index: PathIndex = attrs.field(init=False, factory=PathIndex)
+    _sink: Sink = attrs.field(init=False)
     _sources: list[Source] = attrs.field(init=False, factory=list)
     _tasks: dict[int, Task] = attrs.field(init=False, factory=dict)
     _intros: dict[int, _Introduction] = attrs.field(init=False, factory=dict)
@@ -111,6 +112,7 @@ class Duet:
 
     def __attrs_post_init__(self) -> None:
         self.store = Store(self.max_tasks, relevance=self._relevance, notify=self._notify)
+        self._sink = Sink(self.store, self.index, overflow=self._overflow)
 
     # -- store callbacks -------------------------------------------------------------------
 
@@ -146,8 +148,7 @@ class Duet:
             raise SourceUnavailable(
                 errno.ENOSYS, "cachestat is unavailable here (Linux >= 6.5 is needed)"
             )
-        sink = Sink(self.store, self.index, overflow=self._overflow)
-        self._sources = make_sources(self._source_names, sink, self._options)
+        self._sources = make_sources(self._source_names, self._sink, self._options)
         try:
             async with AsyncExitStack() as stack:
                 self._group = await stack.enter_async_context(anyio.create_task_group())
@@ -202,7 +203,8 @@ class Duet:
                 self._failures[source.name] = self._failures.get(source.name, 0) + 1
                 self._failure_text[source.name] = f"{type(exc).__name__}: {exc}"
                 logger.exception("source %r failed; restarting in %.1f s", source.name, delay)
-                self.store.signal_overflow(self.store.active_slots)
+                # Its observations were lost: OVERFLOW to every task, and a rescan.
+                self._sink.lost(None)
             else:
                 return
             await anyio.sleep(delay)
