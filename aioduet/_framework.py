@@ -358,9 +358,10 @@ def open_duet(
             ``"exact"`` (kernel tracepoints, root), or a list of source names.
         max_tasks: the most tasks registered at once (Duet's default is 8; at most 64).
         interval: seconds between two rounds of the periodic residency scan.
-        budget: kernel calls per interval the periodic residency scan may make (about four
-            per file checked). It bounds the scan's CPU use whatever the size of the trees;
-            a full round over ``F`` files takes about ``4 F / budget`` intervals.
+        budget: kernel calls per interval the periodic residency scan may make (three per
+            file that is not cached, two per directory, more for cached files). It bounds the
+            scan's CPU use whatever the size of the trees: a walk over ``F`` files in ``D``
+            directories, nothing cached, takes about ``(3 F + 2 D) / budget`` intervals.
         exclude: glob patterns of paths no source watches, matched against the absolute
             path and against the last component (``"*.tmp"``, ``".git"``, ``"/data/cache"``).
 

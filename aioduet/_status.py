@@ -19,7 +19,8 @@ class SourceStatus:
     active: bool
     """Whether it is running now."""
     observations: int
-    """Observations handed to the store."""
+    """What the source saw: observations handed to the store (residency), events read
+    (inotify), counter changes that woke a recheck (writeback)."""
     lost: int = 0
     """Observations known lost (each also signalled to tasks as OVERFLOW)."""
     overflows: int = 0

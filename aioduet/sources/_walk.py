@@ -30,6 +30,8 @@ class Walk:
     excluded: Callable[[str], bool] = _never
     cost: int = 0
     unreadable: int = 0
+    denied: list[str] = attrs.field(factory=list)
+    """Directories that could not be listed since the caller last emptied this list."""
     _files: Iterator[tuple[str, int, int]] | None = attrs.field(default=None, init=False)
 
     def __iter__(self) -> Iterator[tuple[str, int, int]]:
@@ -48,12 +50,14 @@ class Walk:
             stack = [root]
             while stack:
                 self.cost += 1
+                directory = stack.pop()
                 try:
-                    scanner = os.scandir(stack.pop())
+                    scanner = os.scandir(directory)
                 except (FileNotFoundError, NotADirectoryError):
                     continue
                 except PermissionError:
                     self.unreadable += 1
+                    self.denied.append(directory)
                     continue
                 with scanner:
                     for entry in scanner:

@@ -6,9 +6,8 @@ written, created, deleted and renamed, never which pages: each hint goes to the 
 scanner (the sink's :class:`~aioduet.sources.Checker`), which checks those files at once, and
 renames and deletions keep its paths current.
 
-What it cannot see: memory-mapped reads and writes, page-cache evictions, changes made
-through another mount of the same filesystem namespace-wise invisible to the watch (bind
-mounts are fine), directories below a mount point (not entered, like ``find -xdev``) and
+What it cannot see: memory-mapped reads and writes, page-cache evictions, directories below
+a mount point (not entered, like ``find -xdev``) and
 directories it may not read (counted as errors). The kernel queue holds
 ``/proc/sys/fs/inotify/max_queued_events`` events; when it overflows, every scope gets
 OVERFLOW and a rescan. One watch per directory counts against

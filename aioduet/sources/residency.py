@@ -499,6 +499,10 @@ class ResidencySource:
         else:
             batch.finished = True
         batch.cost += walk.cost - before
+        if walk.denied:  # directories it may not list: counted, never fatal
+            batch.errors += len(walk.denied)
+            batch.last_error = f"{walk.denied[-1]}: cannot list the directory (permission denied)"
+            walk.denied.clear()
 
     def _check_hot(self, limit: int, batch: _Batch) -> None:
         tick, hot = self._tick, self._hot
