@@ -1,5 +1,10 @@
 """The ``aioduet`` command line: ``watch`` streams items; ``demo`` runs a scripted workload;
-``scan`` reports the page-cache residency of files and trees."""
+``scan`` reports the page-cache residency of files and trees.
+
+``scan`` runs synchronously, without an event loop, and must start fast (``bench/scan_tree.py``
+times it against vmtouch, start-up included): this module imports anyio and the framework only
+inside the functions of the other commands, never at the top.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +16,16 @@ import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import anyio
-import anyio.abc
-
-from . import _kernel, _scan
-from ._framework import open_duet, validate_mask
-from ._model import Event, Item
+from . import _kernel, _scan_run
 from .errors import AioduetError, NotFound
-from .tasks import Task
+
+if TYPE_CHECKING:
+    import anyio
+
+    from ._model import Event, Item
+    from .tasks import Task
 
 __all__ = ["main"]
 
@@ -29,6 +34,9 @@ _DEFAULT_MASK = "EXISTS,MODIFIED"
 
 def parse_mask(text: str) -> Event:
     """``"EXISTS,MODIFIED"`` or ``"added|removed"`` -> Event; ArgumentTypeError if invalid."""
+    from ._framework import validate_mask  # noqa: PLC0415 - not at start-up (module docstring)
+    from ._model import Event  # noqa: PLC0415 - same reason
+
     mask = Event(0)
     for word in text.replace("|", ",").split(","):
         name = word.strip().upper()
@@ -49,6 +57,8 @@ def parse_mask(text: str) -> Event:
 
 def state_names(state: Event) -> list[str]:
     """The names of the bits set in an item's state, in value order."""
+    from ._model import Event  # noqa: PLC0415 - not at start-up (module docstring)
+
     return [e.name or "" for e in Event if e & state]
 
 
@@ -71,6 +81,8 @@ def item_json(item: Item, path: str | None) -> str:
 
 def item_line(item: Item, path: str | None) -> str:
     """One human-readable line for an item."""
+    from ._model import Event  # noqa: PLC0415 - not at start-up (module docstring)
+
     state = "|".join(state_names(item.state))
     if item.state == Event.OVERFLOW:
         return f"{state:<16} observations were lost; rescanning {path}"
@@ -89,6 +101,8 @@ async def _print_items(task: Task, as_json: bool, out: TextIO) -> None:
 
 
 async def _report_scan(task: Task) -> None:
+    import anyio  # noqa: PLC0415 - not at start-up (module docstring)
+
     started = anyio.current_time()
     await task.wait_scanned()
     if not task.closed:
@@ -97,6 +111,8 @@ async def _report_scan(task: Task) -> None:
 
 
 async def _until_signal(scope: anyio.CancelScope) -> None:
+    import anyio  # noqa: PLC0415 - not at start-up (module docstring)
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             scope.cancel()
@@ -104,6 +120,10 @@ async def _until_signal(scope: anyio.CancelScope) -> None:
 
 
 async def _watch(args: argparse.Namespace) -> int:
+    import anyio  # noqa: PLC0415 - not at start-up (module docstring)
+
+    from ._framework import open_duet  # noqa: PLC0415 - same reason
+
     async with open_duet(interval=args.interval) as duet:
         task = await duet.register("watch", args.mask, args.path)
         mask = "|".join(state_names(args.mask))
@@ -118,6 +138,11 @@ async def _watch(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    import anyio.to_thread  # noqa: PLC0415 - not at start-up (module docstring)
+
+    from ._framework import open_duet  # noqa: PLC0415 - same reason
+    from ._model import Event  # noqa: PLC0415 - same reason
+
     base = tempfile.mkdtemp(prefix="aioduet-demo-", dir=args.directory)
     page = _kernel.PAGE_SIZE
     try:
@@ -158,6 +183,8 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _show_until(task: Task, path: str, expected: Event, as_json: bool) -> bool:
+    import anyio  # noqa: PLC0415 - not at start-up (module docstring)
+
     with anyio.move_on_after(10):
         while True:
             for item in await task.fetch():
@@ -206,70 +233,9 @@ def _evict(path: str) -> None:
     _with_fd(path, os.O_RDONLY, _kernel.evict)
 
 
-def _write_lines(out: TextIO, lines: list[str]) -> None:
-    chunk = "\n".join(lines) + "\n"
-    try:
-        out.write(chunk)
-    except UnicodeEncodeError:  # a file name that is not UTF-8 (table output only)
-        out.write(chunk.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
-
-
-def run_scan(
-    paths: Sequence[str],
-    *,
-    recursive: bool,
-    as_json: bool,
-    total: bool,
-    out: TextIO,
-    err: TextIO,
-) -> int:
-    """Print the residency of ``paths`` to ``out``: the ``scan`` command, synchronous.
-
-    Returns:
-        0 if every file was seen, 1 if some were unknown or skipped, or some directory could
-        not be listed (one summary line on ``err`` says what).
-    """
-    scan = _scan.Scan(recursive=recursive)
-    totals = _scan.Totals() if total else None
-    progress = _scan.Progress(err.write) if err.isatty() else None
-    line = _scan.json_line if as_json else _scan.table_row
-    lines = [] if as_json else [_scan.table_header()]
-    try:
-        for found in scan.run(paths):
-            lines.append(line(found))
-            if totals is not None:
-                totals.add(found)
-            if len(lines) >= 2048:
-                _write_lines(out, lines)
-                lines.clear()
-                if progress is not None:
-                    progress.update(scan.files)
-        if totals is not None:
-            lines.append(_scan.total_json(totals) if as_json else _scan.total_row(totals))
-        if lines:
-            _write_lines(out, lines)
-        out.flush()
-    except BrokenPipeError:  # `aioduet scan ... | head`: stop quietly
-        if out is sys.stdout:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, out.fileno())  # so that the flush at exit does not fail again
-            os.close(devnull)
-        return 1
-    finally:
-        if progress is not None:
-            progress.clear()
-    if scan.mincore_fallback:
-        print("aioduet: scan: no cachestat here: cached pages counted with mincore", file=err)
-    summary = scan.summary()
-    if summary is None:
-        return 0
-    print(f"aioduet: scan: {summary}", file=err)
-    return 1
-
-
-async def _scan_command(args: argparse.Namespace) -> int:
-    # Plain synchronous work with nothing else on the loop: no thread needed.
-    return run_scan(
+def _scan_command(args: argparse.Namespace) -> int:
+    # Plain synchronous work: no event loop, no thread, no framework (module docstring).
+    return _scan_run.run_scan(
         args.paths,
         recursive=args.recursive,
         as_json=args.json,
@@ -312,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--mask",
         type=parse_mask,
-        default=parse_mask(_DEFAULT_MASK),
+        default=_DEFAULT_MASK,  # a string: argparse parses it only when `watch` runs
         help=f"events, comma-separated (default {_DEFAULT_MASK})",
     )
     watch.add_argument("--json", action="store_true", help="one JSON object per item")
@@ -328,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop after this many seconds (default: until Ctrl-C)",
     )
-    watch.set_defaults(run=_watch)
+    watch.set_defaults(run=_in_loop(_watch))
 
     demo = commands.add_parser(
         "demo", help="read, write, flush and evict files in a fresh directory and show the items"
@@ -341,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to make the demo directory (default: the temp directory)",
     )
     demo.add_argument("--json", action="store_true", help="one JSON object per item")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_in_loop(_demo))
 
     scan = commands.add_parser(
         "scan",
@@ -370,24 +336,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(function: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace) -> int:
-    options: dict[str, Any] = {}
-    try:
-        import uvloop  # noqa: F401, PLC0415 - only probing whether it is installed
-    except ImportError:
-        pass
-    else:
-        options["use_uvloop"] = True
-    return anyio.run(function, args, backend_options=options)
+def _in_loop(
+    function: Callable[[argparse.Namespace], Awaitable[int]],
+) -> Callable[[argparse.Namespace], int]:
+    """Run an async command in an event loop (uvloop where installed)."""
+
+    def run(args: argparse.Namespace) -> int:
+        import anyio  # noqa: PLC0415 - not at start-up (module docstring)
+
+        options: dict[str, Any] = {}
+        try:
+            import uvloop  # noqa: F401, PLC0415 - only probing whether it is installed
+        except ImportError:
+            pass
+        else:
+            options["use_uvloop"] = True
+        return anyio.run(function, args, backend_options=options)
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aioduet`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return _run(args.run, args)
+        result: int = args.run(args)
     except KeyboardInterrupt:
         return 0
     except (AioduetError, OSError, ValueError) as exc:
         print(f"aioduet: error: {exc}", file=sys.stderr)
         return 1
+    return result

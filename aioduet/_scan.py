@@ -11,10 +11,15 @@ caller could not open for writing, or a file the caller cannot open at all -- is
 as *unknown* (``cached`` and the other counts ``None``) and counted in :class:`Scan`; it is
 never reported as cached. Unreadable directories are counted and skipped.
 
-The walk uses :func:`os.scandir` and never follows symbolic links below the paths it was
-given, so symlink loops cannot make it hang. Per file it costs four syscalls (``open``,
-``lseek`` for the size, ``cachestat``, ``close``) and a few Python operations: that loop is
-the whole cost of a scan, so it is written flat on purpose.
+The walk uses :func:`os.scandir` on a directory fd and never follows symbolic links below
+the paths it was given, so symlink loops cannot make it hang. Per file it costs four syscalls
+(``openat`` relative to the directory, ``lseek`` for the size, ``cachestat``, ``close``) and a
+few Python operations: that loop is the whole cost of a scan, so it is written flat on purpose,
+and :meth:`Scan.batches` hands out plain tuples by the thousand. A scan can also be split
+between processes by directory (:class:`Scan`'s ``parts``; the command line forks one).
+
+``aioduet scan`` is timed against vmtouch and fincore start-up included
+(``bench/scan_tree.py``), so this module imports nothing heavy: no attrs, no anyio.
 """
 
 from __future__ import annotations
@@ -28,16 +33,16 @@ from collections.abc import Callable, Iterable, Iterator
 from json.encoder import encode_basestring_ascii
 from typing import NamedTuple
 
-import attrs
-
 from . import _kernel
 from .errors import SourceUnavailable
 
 __all__ = [
+    "BATCH",
     "JSON_KEYS",
     "MINCORE_WINDOW",
     "Progress",
     "Residency",
+    "Row",
     "Scan",
     "Totals",
     "human_size",
@@ -63,8 +68,17 @@ JSON_KEYS = (
 )
 """The keys of a ``--json`` line, in order (fixed by DESIGN.md)."""
 
+BATCH = 1024
+"""Most files in one list of :meth:`Scan.batches`."""
+
+Row = tuple[str, int | None, int | None, int | None, int | None, int | None, int | None, int | None]
+"""A :class:`Residency` as a plain tuple, the fields in the same order."""
+
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-_GONE = frozenset({errno.ENOENT, errno.ENOTDIR})  # vanished (or replaced) during the scan
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_SUBDIR_FLAGS = _DIR_FLAGS | os.O_NOFOLLOW
+# Vanished, or replaced (by a file, or a symbolic link: ELOOP) during the scan.
+_GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 
 
 class Residency(NamedTuple):
@@ -96,38 +110,75 @@ def _unknown(path: str, size: int | None) -> Residency:
     return Residency(path, size, pages, None, None, None, None, None)
 
 
-@attrs.define(eq=False)
 class Scan:
     """One scan over files and directories, with counts of what it could not see.
 
     Iterate :meth:`run` for one :class:`Residency` per regular file; the counters are
     final once it is exhausted.
+
+    A plain class, not attrs: importing attrs would be a good part of ``aioduet scan``'s
+    start-up (see the module docstring).
+
+    Args:
+        recursive: Descend into subdirectories (never through symbolic links).
+        window: Bytes the mincore fallback maps at a time (a multiple of the page size).
+        parts: Split the directories among this many scans (processes made by fork,
+            each with its own :class:`Scan`).
+        part: Which of the ``parts`` this scan reports: the files of the directories whose
+            path hashes to it (and counts those directories if unreadable). Part 0 also
+            reports the files given as paths and counts the paths skipped, so that merged
+            counters count each once.
+
+    Raises:
+        ValueError: ``window`` is no positive multiple of the page size, or ``part`` is
+            not in ``range(parts)``.
     """
 
-    recursive: bool = False
-    """Descend into subdirectories (never through symbolic links)."""
-    window: int = MINCORE_WINDOW
-    """Bytes the mincore fallback maps at a time (a multiple of the page size)."""
-    files: int = 0
-    """Files reported so far, unknown ones included."""
-    unknown: int = 0
-    """Files reported as unknown."""
-    unreadable_dirs: int = 0
-    """Directories that could not be listed (skipped)."""
-    skipped: int = 0
-    """Paths given that are neither regular files nor directories (skipped)."""
-    mincore_fallback: bool = False
-    """Set once cachestat turned out to be missing: counts come from mincore since."""
-    reasons: dict[str, int] = attrs.field(factory=dict)
-    """Why files were unknown, directories unreadable or paths skipped: message -> count."""
-    first_problem: str | None = None
-    """The first such problem, with its path."""
+    __slots__ = (
+        "files",
+        "first_problem",
+        "mincore_fallback",
+        "part",
+        "parts",
+        "reasons",
+        "recursive",
+        "skipped",
+        "unknown",
+        "unreadable_dirs",
+        "window",
+    )
 
-    def __attrs_post_init__(self) -> None:
-        # Checked once here, not by an attrs validator: those would run on every
-        # assignment, and the counters below change once per file.
-        if self.window <= 0 or self.window % _kernel.PAGE_SIZE:
+    def __init__(
+        self, recursive: bool = False, window: int = MINCORE_WINDOW, parts: int = 1, part: int = 0
+    ) -> None:
+        if window <= 0 or window % _kernel.PAGE_SIZE:
             raise ValueError(f"window must be a positive multiple of {_kernel.PAGE_SIZE}")
+        if not 0 <= part < parts:
+            raise ValueError(f"part must be in [0, {parts}), not {part}")
+        self.recursive = recursive
+        self.window = window
+        self.parts = parts
+        self.part = part
+        self.files = 0
+        """Files reported so far, unknown ones included."""
+        self.unknown = 0
+        """Files reported as unknown."""
+        self.unreadable_dirs = 0
+        """Directories that could not be listed (skipped)."""
+        self.skipped = 0
+        """Paths given that are neither regular files nor directories (skipped)."""
+        self.mincore_fallback = False
+        """Set once cachestat turned out to be missing: counts come from mincore since."""
+        self.reasons: dict[str, int] = {}
+        """Why files were unknown, directories unreadable or paths skipped: message -> count."""
+        self.first_problem: str | None = None
+        """The first such problem, with its path."""
+
+    def __repr__(self) -> str:
+        return (
+            f"Scan(recursive={self.recursive}, files={self.files}, unknown={self.unknown},"
+            f" unreadable_dirs={self.unreadable_dirs}, skipped={self.skipped})"
+        )
 
     def run(self, paths: Iterable[str]) -> Iterator[Residency]:
         """Report every regular file among ``paths`` and in the directories among them.
@@ -139,14 +190,26 @@ class Scan:
         Raises:
             FileNotFoundError: A path given does not exist (callers check beforehand).
         """
+        make = Residency._make
+        for batch in self.batches(paths):
+            yield from map(make, batch)
+
+    def batches(self, paths: Iterable[str]) -> Iterator[list[Row]]:
+        """What :meth:`run` reports, as plain tuples in lists of up to :data:`BATCH` files.
+
+        The command line formats whole lists: this spares it a :class:`Residency` and a few
+        Python operations per file, which are a good part of the cost of a scan.
+        """
         for path in paths:
             st = os.stat(path)
             if stat.S_ISDIR(st.st_mode):
                 yield from self._walk(path)
+            elif self.part:
+                continue
             elif stat.S_ISREG(st.st_mode):
                 found = self._measure(path, st.st_size)
                 if found is not None:
-                    yield found
+                    yield [found]
             else:
                 self.skipped += 1
                 self._problem(path, "not a regular file or directory")
@@ -170,60 +233,87 @@ class Scan:
         if self.first_problem is None:
             self.first_problem = f"{path}: {reason}"
 
-    def _walk(self, top: str) -> Iterator[Residency]:  # noqa: PLR0912 - hot loop, inlined
-        # The hot loop of a scan: the common case (open, size, cachestat, close) is inlined
-        # with local names; anything unusual goes through _measure, which handles it.
+    def _walk(self, top: str) -> Iterator[list[Row]]:  # noqa: PLR0912, PLR0915 - hot loop
+        # The hot loop of a scan: the common case (openat, lseek, cachestat, close) is inlined
+        # with local names; anything unusual goes through _measure, which handles it. Files
+        # are opened relative to their directory's fd: one path component to resolve, not all.
         measure, recursive, page = self._measure, self.recursive, _kernel.PAGE_SIZE
+        parts, part = self.parts, self.part
         open_, lseek, close, cachestat = os.open, os.lseek, os.close, _kernel.cachestat
         stack = [top]
         while stack:
             directory = stack.pop()
+            # Each directory belongs to one part of a split, by the hash of its path: str
+            # hashes are salted per interpreter, and a fork keeps the salt, so the processes
+            # agree on every directory, even one made during the scan. (Splitting by file name
+            # instead: the processes then contend in the kernel, and the split gains nothing.)
+            mine = parts == 1 or hash(directory) % parts == part
+            if not (mine or recursive):
+                continue
+            prefix = directory if directory.endswith("/") else directory + "/"
+            dfd = self._open_directory(directory, directory is top, mine)
+            if dfd < 0:
+                continue
             subdirectories: list[str] = []
+            batch: list[Row] = []
+            append = batch.append
             try:
-                with os.scandir(directory) as entries:
+                with os.scandir(dfd) as entries:
                     for entry in entries:
                         # d_type answers both without a syscall on ext4, xfs, btrfs, tmpfs.
                         if entry.is_file(follow_symlinks=False):
-                            path = entry.path
-                            try:
-                                fd = open_(path, _OPEN_FLAGS)
-                            except OSError:
-                                fd = -1
-                            if fd < 0 or self.mincore_fallback:
-                                cs = None
-                            else:
-                                try:
-                                    size = lseek(fd, 0, os.SEEK_END)
-                                    cs = cachestat(fd)
-                                except OSError:
-                                    cs = None
-                            if fd >= 0:
-                                close(fd)
-                            if cs is None:
-                                found = measure(path, None)
-                                if found is not None:
-                                    yield found
+                            if not mine:
                                 continue
-                            self.files += 1
-                            yield Residency(
-                                path,
-                                size,
-                                -(-size // page),
-                                cs.cache,
-                                cs.dirty,
-                                cs.writeback,
-                                cs.evicted,
-                                cs.recently_evicted,
-                            )
+                            name = entry.name
+                            if not self.mincore_fallback:
+                                try:
+                                    fd = open_(name, _OPEN_FLAGS, dir_fd=dfd)
+                                except OSError:
+                                    fd = -1
+                                if fd >= 0:
+                                    try:
+                                        size = lseek(fd, 0, os.SEEK_END)
+                                        cs: _kernel.CacheStat | None = cachestat(fd)
+                                    except OSError:
+                                        cs = None
+                                    finally:
+                                        close(fd)
+                                    if cs is not None:
+                                        self.files += 1
+                                        append((prefix + name, size, -(-size // page), *cs))
+                                        if len(batch) >= BATCH:
+                                            yield batch
+                                            batch = []
+                                            append = batch.append
+                                        continue
+                            found = measure(prefix + name, None)
+                            if found is not None:
+                                append(found)
                         elif recursive and entry.is_dir(follow_symlinks=False):
-                            subdirectories.append(entry.path)
+                            subdirectories.append(prefix + entry.name)
             except OSError as exc:
-                if exc.errno in _GONE and directory != top:
-                    continue
+                if mine:
+                    self.unreadable_dirs += 1
+                    self._problem(directory, exc.strerror or str(exc))
+            finally:
+                close(dfd)
+            if batch:
+                yield batch
+            stack.extend(reversed(subdirectories))  # depth first, in directory order
+
+    def _open_directory(self, directory: str, given: bool, mine: bool) -> int:
+        """An fd of ``directory`` to list and to open its files at; -1 if it cannot be.
+
+        A failure is counted only by the part of a split that the directory belongs to.
+        """
+        try:
+            # Below the paths given, never through a symbolic link (one swapped in since).
+            return os.open(directory, _DIR_FLAGS if given else _SUBDIR_FLAGS)
+        except OSError as exc:
+            if (exc.errno not in _GONE or given) and mine:
                 self.unreadable_dirs += 1
                 self._problem(directory, exc.strerror or str(exc))
-                continue
-            stack.extend(reversed(subdirectories))  # depth first, in directory order
+            return -1
 
     def _measure(self, path: str, size: int | None) -> Residency | None:
         """Count the pages of one regular file; ``None`` if it vanished."""
@@ -282,23 +372,28 @@ class Scan:
 _COUNTS = JSON_KEYS[1:]
 
 
-@attrs.define(eq=False)
 class Totals:
-    """Sums over the files of a scan; a count is ``None`` when no file had it known."""
+    """Sums over the files of a scan; a count is ``None`` when no file had it known.
 
-    files: int = 0
-    """Files added."""
-    unknown: int = 0
-    """Files whose residency was unknown (their counts are left out of the sums)."""
-    sums: dict[str, int] = attrs.field(factory=lambda: dict.fromkeys(_COUNTS, 0))
-    """Sum of each count over the files where it was known."""
-    known: dict[str, int] = attrs.field(factory=lambda: dict.fromkeys(_COUNTS, 0))
-    """How many files each sum covers."""
+    A plain class, not attrs, as :class:`Scan`.
+    """
 
-    def add(self, found: Residency) -> None:
+    __slots__ = ("files", "known", "sums", "unknown")
+
+    def __init__(self) -> None:
+        self.files = 0
+        """Files added."""
+        self.unknown = 0
+        """Files whose residency was unknown (their counts are left out of the sums)."""
+        self.sums = dict.fromkeys(_COUNTS, 0)
+        """Sum of each count over the files where it was known."""
+        self.known = dict.fromkeys(_COUNTS, 0)
+        """How many files each sum covers."""
+
+    def add(self, found: Row) -> None:
         """Add one file's counts."""
         self.files += 1
-        self.unknown += found.unknown
+        self.unknown += found[3] is None
         sums, known = self.sums, self.known
         for name, value in zip(_COUNTS, found[1:], strict=True):
             if value is not None:
@@ -330,9 +425,9 @@ def human_size(size: int | None) -> str:
     return f"{text}{unit}"
 
 
-def json_line(found: Residency) -> str:
+def json_line(found: Row) -> str:
     """One ``--json`` line: the keys of :data:`JSON_KEYS`, ``null`` where unknown."""
-    if found.dirty is None:
+    if found[4] is None:  # dirty: unknown, or the mincore fallback
         return json.dumps(dict(zip(JSON_KEYS, found, strict=True)), separators=(",", ":"))
     path, size, pages, cached, dirty, writeback, evicted, recent = found
     return (
@@ -373,7 +468,7 @@ def _row(cached: int | None, counts: tuple[int | None, ...], size: int | None, n
     )
 
 
-def table_row(found: Residency) -> str:
+def table_row(found: Row) -> str:
     """One table line: resident bytes, cached pages, pages, size, dirty... then the path.
 
     Unknown counts print as ``?``.

@@ -15,6 +15,10 @@ Two states of the cache: ``warm`` (every file read just before each command) and
 seconds of the whole command, Python's start-up included; the median of ``--repeat`` runs
 is kept. Ratios are aioduet's median over the peer's: below 1 aioduet is faster. Not a
 timed test: it prints one JSON object and never fails on a slow machine.
+
+``startup_seconds`` says how much of aioduet's time is start-up: ``python -c pass`` and
+``python -m aioduet scan --help`` (median of ``--repeat`` runs each). The load average is
+taken before and after: the machine may be shared, and its figures vary with the load.
 """
 
 from __future__ import annotations
@@ -125,12 +129,25 @@ def version(command: list[str]) -> str | None:
     return chosen[0] if chosen else None
 
 
-def machine() -> dict[str, Any]:
+def machine(load_before: float) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "load_average_1min_before": round(load_before, 2),
         "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+
+
+def startup(repeat: int) -> dict[str, float]:
+    """Median wall seconds of a bare Python and of ``aioduet scan --help``."""
+    commands = {
+        "python": [sys.executable, "-c", "pass"],
+        "aioduet_scan_help": [sys.executable, "-m", "aioduet", "scan", "--help"],
+    }
+    return {
+        name: round(statistics.median(timed(command) for _ in range(repeat)), 3)
+        for name, command in commands.items()
     }
 
 
@@ -182,6 +199,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     made = args.dir is None
     root = args.dir or Path(tempfile.mkdtemp(prefix="aioduet-scan-tree-", dir=args.base))
     try:
@@ -195,13 +213,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             paths, created = list_tree(root), None
         tools = commands(root)
         results = measure(tools, paths, args.repeat)
+        started_up = startup(args.repeat)
     finally:
         if made and not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     return {
         "benchmark": "scan_tree",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine(load_before),
         "parameters": {
             "files": len(paths),
             "repeat": args.repeat,
@@ -219,6 +238,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "commands": {name: " ".join(command) for name, command in tools.items()},
         },
         "results": results,
+        "startup_seconds": started_up,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
 

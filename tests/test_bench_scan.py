@@ -39,4 +39,7 @@ def test_scan_tree_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
             if state[f"{peer}_seconds"] is not None:
                 assert state[f"ratio_vs_{peer}"] > 0
     assert report["tools"]["fincore_mode"] in {"-R", "find|xargs"}
+    assert set(report["startup_seconds"]) == {"python", "aioduet_scan_help"}
+    assert all(seconds > 0 for seconds in report["startup_seconds"].values())
+    assert report["machine"]["load_average_1min_before"] >= 0
     assert "vmtouch" in report["tools"]["commands"]  # .ci/run installs it

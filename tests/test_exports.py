@@ -8,7 +8,8 @@ import aioduet
 
 
 def test_all_lists_exactly_the_public_names() -> None:
-    public = {name for name in vars(aioduet) if not name.startswith("_")}
+    # dir(), not vars(): the public names are imported on first use (PEP 562).
+    public = {name for name in dir(aioduet) if not name.startswith("_")}
     modules = {name for name in public if inspect.ismodule(getattr(aioduet, name))}
     assert set(aioduet.__all__) == public - modules
 

@@ -13,8 +13,9 @@ import pytest
 from pagecache import cached, evict, opened, read_pages, write_clean
 
 from aioduet import _kernel
-from aioduet._cli import main, run_scan
+from aioduet._cli import main
 from aioduet._scan import JSON_KEYS, Progress, Residency, Scan, Totals, human_size, json_line
+from aioduet._scan_run import run_scan
 from aioduet.errors import SourceUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -309,3 +310,103 @@ def test_progress_redraws_in_place_and_clears() -> None:
     quiet = Progress(written.append, interval=3600)
     quiet.update(10)
     assert len(written) == 2
+
+
+def small_tree(root: Path, directories: int, files: int) -> set[str]:
+    """``directories`` directories of ``files`` one-page files, nested two deep; their paths."""
+    paths = set()
+    for number in range(directories):
+        directory = root / f"d{number % 4}" / f"e{number}"
+        directory.mkdir(parents=True)
+        for index in range(files):
+            path = directory / f"f{index}"
+            path.write_bytes(b"x" * 100)
+            paths.add(str(path))
+    return paths
+
+
+def test_parts_of_a_split_scan_report_each_file_and_problem_once(ext4_dir: Path) -> None:
+    paths = small_tree(ext4_dir, 12, 5)
+    alone = Scan(recursive=True)
+    whole = {found.path for found in alone.run([str(ext4_dir)])}
+    assert whole == paths
+    parts = [Scan(recursive=True, parts=2, part=part) for part in (0, 1)]
+    seen = [[found.path for found in scan.run([str(ext4_dir)])] for scan in parts]
+    assert sorted(seen[0] + seen[1]) == sorted(paths)  # every file once
+    assert seen[0] and seen[1]  # 12 directories: both parts have some (the salt is random)
+    assert sum(scan.files for scan in parts) == len(paths)
+    # Files given as paths are part 0's.
+    given = sorted(paths)[0]
+    assert [f.path for f in Scan(parts=2, part=1).run([given])] == []
+    assert [f.path for f in Scan(parts=2, part=0).run([given])] == [given]
+    with pytest.raises(ValueError, match="part"):
+        Scan(parts=2, part=2)
+
+
+def test_unreadable_directory_is_counted_once_across_parts(
+    ext4_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_tree(ext4_dir, 6, 2)
+    closed = str(ext4_dir / "d2" / "e2")
+    real_open = os.open
+
+    def refusing_open(
+        path: str, flags: int, mode: int = 0o777, *, dir_fd: int | None = None
+    ) -> int:
+        if path == closed:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    parts = [Scan(recursive=True, parts=2, part=part) for part in (0, 1)]
+    for scan in parts:
+        list(scan.run([str(ext4_dir)]))
+    assert sum(scan.unreadable_dirs for scan in parts) == 1
+    assert sum(scan.files for scan in parts) == 10
+
+
+def test_command_line_split_in_two_processes_reports_each_file_once(ext4_dir: Path) -> None:
+    """Through a pipe on two CPUs the scan forks: same lines, same totals, no mixed lines."""
+    paths = small_tree(ext4_dir, 40, 60)  # 2,400 lines, far more than a pipe's buffer
+    result = run_cli("scan", "-R", "--json", "--total", str(ext4_dir))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    got = [json.loads(line) for line in lines]  # a mixed line would not parse
+    assert sorted(record["path"] for record in got[:-1]) == sorted(paths)
+    total = got[-1]
+    assert total["total"] is True and total["files"] == len(paths) and total["unknown"] == 0
+    assert total["pages"] == len(paths)
+    table = run_cli("scan", "-R", "--total", str(ext4_dir))
+    header, *rows, last = table.stdout.splitlines()
+    assert header.split()[0] == "RES" and len(rows) == len(paths)
+    assert last.endswith(f"total: {len(paths)} files")
+
+
+def test_broken_pipe_stops_both_processes_quietly(ext4_dir: Path) -> None:
+    small_tree(ext4_dir, 40, 60)
+    with subprocess.Popen(
+        [sys.executable, "-m", "aioduet", "scan", "-R", "--json", str(ext4_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        json.loads(process.stdout.readline())
+        process.stdout.close()
+        code = process.wait(timeout=60)
+        err = process.stderr.read()
+    assert code == 1
+    assert b"Traceback" not in err and b"error" not in err.lower(), err
+
+
+def test_scan_starts_without_the_framework() -> None:
+    """``scan`` is timed against vmtouch start-up included: no anyio, attrs or framework."""
+    script = (
+        "import sys, aioduet._cli;"
+        " print(sorted(m for m in ('anyio', 'attrs', 'uvloop', 'aioduet._framework')"
+        " if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "[]"
