@@ -39,6 +39,7 @@ from .._status import SourceStatus
 from ..errors import SourceUnavailable
 from . import _inotify_wire as wire
 from ._base import Introduction, Sink
+from ._scopes import Scopes
 
 __all__ = ["InotifySource"]
 
@@ -82,7 +83,7 @@ class InotifySource:
     coalesce: float = attrs.field(default=0.002, validator=attrs.validators.ge(0))
     busy_batch: int = attrs.field(default=64, validator=attrs.validators.ge(1))
     _exclusions: Exclusions = attrs.field(init=False)
-    _roots: dict[str, int] = attrs.field(init=False, factory=dict)
+    _roots: Scopes = attrs.field(init=False, factory=Scopes)
     _ready: dict[str, anyio.Event] = attrs.field(init=False, factory=dict)
     _table: wire.WatchTable = attrs.field(init=False, factory=wire.WatchTable)
     _fd: int = attrs.field(init=False, default=-1)
@@ -127,19 +128,13 @@ class InotifySource:
     # -- scopes --------------------------------------------------------------------------
 
     def add_scope(self, root: str) -> None:
-        count = self._roots.get(root, 0)
-        self._roots[root] = count + 1
-        if count == 0:
+        if self._roots.add(root):
             self._ready[root] = anyio.Event()
             if self._fd >= 0:
                 self._schedule(functools.partial(self._job_add, root))
 
     def remove_scope(self, root: str) -> None:
-        left = self._roots.get(root, 0) - 1
-        if left > 0:
-            self._roots[root] = left
-            return
-        if self._roots.pop(root, None) is None:
+        if not self._roots.remove(root):
             return
         ready = self._ready.pop(root, None)
         if ready is not None:
@@ -155,10 +150,6 @@ class InotifySource:
         ready = self._ready.get(root)
         if ready is not None:
             await ready.wait()
-
-    def _outer_roots(self) -> list[str]:
-        roots = sorted(self._roots)
-        return [r for r in roots if not any(o != r and is_under(r, o) for o in roots)]
 
     # -- running -------------------------------------------------------------------------
 
@@ -468,7 +459,7 @@ class InotifySource:
         # After an overflow, directories created meanwhile may lack watches: watch every tree
         # again (existing watches are kept as they are), then have every scope rescanned.
         self._rewalk_queued = False
-        for root in self._outer_roots():
+        for root in self._roots.outer():
             await self._walk(root)
             self.sink.lost(root)
 

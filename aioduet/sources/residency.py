@@ -57,12 +57,13 @@ import attrs
 
 from .. import _kernel
 from .._model import Event
-from .._paths import Exclusions, is_under
+from .._paths import Exclusions
 from .._status import SourceStatus
 from ..errors import ResidencyUnknown
 from ..store import Observation
 from . import _pagemap, _regions
 from ._base import Introduction, PathNote, Sink
+from ._scopes import Scopes
 from ._walk import Walk
 
 __all__ = ["DEFAULT_BUDGET", "MIN_BUDGET", "ResidencySource"]
@@ -173,7 +174,7 @@ class ResidencySource:
     verify_every: int = attrs.field(default=10, validator=attrs.validators.ge(1))
     hint_delay: float = attrs.field(default=0.01, validator=attrs.validators.ge(0))
     exclude: Exclusions = attrs.field(factory=Exclusions)
-    _roots: dict[str, int] = attrs.field(init=False, factory=dict)
+    _roots: Scopes = attrs.field(init=False, factory=Scopes)
     _known: dict[tuple[int, int], _Known] = attrs.field(init=False, factory=dict)
     _by_path: dict[str, tuple[int, int]] = attrs.field(init=False, factory=dict)
     _lock: anyio.Lock = attrs.field(init=False, factory=anyio.Lock)
@@ -212,21 +213,13 @@ class ResidencySource:
     # -- scopes --------------------------------------------------------------------------
 
     def add_scope(self, root: str) -> None:
-        self._roots[root] = self._roots.get(root, 0) + 1
+        self._roots.add(root)
 
     def remove_scope(self, root: str) -> None:
-        left = self._roots.get(root, 0) - 1
-        if left > 0:
-            self._roots[root] = left
-        else:
-            self._roots.pop(root, None)
-
-    def _outer_roots(self) -> list[str]:
-        roots = sorted(self._roots)
-        return [r for r in roots if not any(o != r and is_under(r, o) for o in roots)]
+        self._roots.remove(root)
 
     def _in_scope(self, path: str) -> bool:
-        return any(is_under(path, root) for root in self._roots) and not self.exclude(path)
+        return self._roots.cover(path) and not self.exclude(path)
 
     # -- hints (the Checker interface) ----------------------------------------------------
 
@@ -355,7 +348,7 @@ class ResidencySource:
 
     def _start_walk(self) -> None:
         self._walk_id += 1
-        self._walk = Walk(self._outer_roots(), self.exclude)
+        self._walk = Walk(self._roots.outer(), self.exclude)
         self._walk_started = time.monotonic()
         self._verifying = self._verify_walk
         self._verify_walk = False

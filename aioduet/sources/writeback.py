@@ -39,6 +39,7 @@ from .._status import SourceStatus
 from ..errors import SourceUnavailable
 from ._base import Introduction, Sink
 from ._procfs import CounterFormatError, Counters, parse_meminfo, parse_vmstat
+from ._scopes import Scopes
 
 __all__ = ["WritebackSource"]
 
@@ -103,7 +104,7 @@ class WritebackSource:
     procfs: str = "/proc"
     _vmstat: _CounterFile = attrs.field(init=False)
     _meminfo: _CounterFile = attrs.field(init=False)
-    _roots: dict[str, int] = attrs.field(init=False, factory=dict)
+    _roots: Scopes = attrs.field(init=False, factory=Scopes)
     _scoped: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _last: Counters | None = attrs.field(init=False, default=None)
     _active: bool = attrs.field(init=False, default=False)
@@ -128,15 +129,11 @@ class WritebackSource:
     # -- scopes --------------------------------------------------------------------------
 
     def add_scope(self, root: str) -> None:
-        self._roots[root] = self._roots.get(root, 0) + 1
+        self._roots.add(root)
         self._scoped.set()
 
     def remove_scope(self, root: str) -> None:
-        left = self._roots.get(root, 0) - 1
-        if left > 0:
-            self._roots[root] = left
-        else:
-            self._roots.pop(root, None)
+        self._roots.remove(root)
 
     # -- running -------------------------------------------------------------------------
 
