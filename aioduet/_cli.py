@@ -124,7 +124,11 @@ async def _watch(args: argparse.Namespace) -> int:
 
     from ._framework import open_duet  # noqa: PLC0415 - same reason
 
-    async with open_duet(interval=args.interval) as duet:
+    options: dict[str, Any] = {"interval": args.interval, "exclude": args.exclude}
+    if args.budget is not None:
+        options["budget"] = args.budget
+    sources = args.sources if args.sources in ("auto", "scan", "exact") else args.sources.split(",")
+    async with open_duet(sources, **options) as duet:
         task = await duet.register("watch", args.mask, args.path)
         mask = "|".join(state_names(args.mask))
         print(f"watching {task.path} for {mask} (Ctrl-C to stop)", file=sys.stderr)
@@ -260,6 +264,16 @@ def _existing_directory(text: str) -> str:
     return path
 
 
+def _budget(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 4:
+        raise argparse.ArgumentTypeError(f"must be at least 4 (one file check), not {value}")
+    return value
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -286,7 +300,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval",
         type=_positive,
         default=1.0,
-        help="seconds between residency passes (default 1)",
+        help="seconds between two rounds of the periodic residency scan (default 1)",
+    )
+    watch.add_argument(
+        "--budget",
+        type=_budget,
+        default=None,
+        help="kernel calls per round of the periodic scan (default 800: under 1%% of a core)",
+    )
+    watch.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="glob of paths not to watch, matched against the path and its last part"
+        " (repeatable: --exclude '*.tmp' --exclude .git)",
+    )
+    watch.add_argument(
+        "--sources",
+        default="auto",
+        help="'auto', 'scan', or source names, comma-separated (default auto)",
     )
     watch.add_argument(
         "--duration",

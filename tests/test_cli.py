@@ -81,3 +81,23 @@ async def test_watch_streams_items_with_paths_and_exits_0_on_ctrl_c(ext4_dir: Pa
     assert item["state"] == ["ADDED"]
     assert item["path"] == str(data)
     assert item["index"] == 0 and item["count"] == 8
+
+
+def test_watch_takes_the_budget_exclusions_and_sources(ext4_dir: Path) -> None:
+    kept = write_clean(ext4_dir / "kept", 2)
+    skipped = write_clean(ext4_dir / "skipped.tmp", 2)
+    read_pages(kept)
+    read_pages(skipped)
+    result = run_cli(
+        *("watch", str(ext4_dir), "--json", "--duration", "1"),
+        *("--budget", "100", "--exclude", "*.tmp", "--sources", "inotify,residency"),
+    )
+    assert result.returncode == 0, result.stderr
+    paths = {json.loads(line)["path"] for line in result.stdout.splitlines()}
+    assert paths == {str(kept)}
+    small = run_cli("watch", str(ext4_dir), "--budget", "3")
+    assert small.returncode == 2
+    assert "at least 4" in small.stderr.splitlines()[-1]
+    alone = run_cli("watch", str(ext4_dir), "--sources", "inotify", "--duration", "1")
+    assert alone.returncode != 0
+    assert "add 'residency'" in alone.stderr.splitlines()[-1]
