@@ -372,6 +372,8 @@ class InotifySource:
         self._overflows += 1
         self._lost += 1  # at least one; the kernel does not say how many
         self._moved_from.clear()
+        for root in self._roots.outer():  # tasks hear of it at once; the rescan follows
+            self.sink.overflow(root)
         if not self._rewalk_queued:
             self._rewalk_queued = True
             self._schedule(self._job_rewalk)
@@ -457,11 +459,14 @@ class InotifySource:
 
     async def _job_rewalk(self) -> None:
         # After an overflow, directories created meanwhile may lack watches: watch every tree
-        # again (existing watches are kept as they are), then have every scope rescanned.
+        # again (existing watches are kept as they are), then have every scope rescanned
+        # (once: a rescan restarts the residency walk).
         self._rewalk_queued = False
         for root in self._roots.outer():
             await self._walk(root)
-            self.sink.lost(root)
+        checker = self.sink.checker
+        if checker is not None:
+            checker.rescan(None)
 
     def _unwatch(self, wds: list[int]) -> None:
         if wds:
