@@ -177,6 +177,8 @@ class ResidencySource:
     _roots: Scopes = attrs.field(init=False, factory=Scopes)
     _known: dict[tuple[int, int], _Known] = attrs.field(init=False, factory=dict)
     _by_path: dict[str, tuple[int, int]] = attrs.field(init=False, factory=dict)
+    _dirty: set[tuple[int, int]] = attrs.field(init=False, factory=set)
+    """Known files with dirty or writeback pages: what :meth:`check_dirty` rechecks."""
     _lock: anyio.Lock = attrs.field(init=False, factory=anyio.Lock)
     _wake: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _hinted: anyio.Event = attrs.field(init=False, factory=anyio.Event)
@@ -375,9 +377,8 @@ class ResidencySource:
                 hints.paths[new] = None
             self._drop_gone(set(hints.gone), batch)
             if hints.dirty:
-                for known in self._known.values():
-                    if known.signature[4] or known.dirty.count(1):
-                        hints.paths[known.path] = None
+                for ident in self._dirty:
+                    hints.paths[self._known[ident].path] = None
             self._apply(batch, None)
         paths = [p for p in hints.paths if self._in_scope(p)]
         for start in range(0, len(paths), self.batch_files):
@@ -417,6 +418,7 @@ class ResidencySource:
     def _forget(self, ident: tuple[int, int], batch: _Batch) -> None:
         """The file left every scope: its pages are gone for the tasks."""
         known = self._known.pop(ident)
+        self._dirty.discard(ident)
         if self._by_path.get(known.path) == ident:
             del self._by_path[known.path]
         key = (ident[0], ident[1], known.gen)
@@ -693,8 +695,13 @@ class ResidencySource:
         if cached.count(1) or dirty.count(1):
             self._known[ident] = fresh
             self._by_path[fresh.path] = ident
+            if dirty.count(1) or fresh.signature[4]:  # dirty or under writeback
+                self._dirty.add(ident)
+            else:
+                self._dirty.discard(ident)
         elif known is not None:
             del self._known[ident]
+            self._dirty.discard(ident)
             if self._by_path.get(known.path) == ident:
                 del self._by_path[known.path]
 
