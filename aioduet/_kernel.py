@@ -13,6 +13,8 @@ Interfaces used, and the kernels that have them:
 * ``posix_fadvise(2)`` ``DONTNEED``/``WILLNEED``: evict clean pages (on dirty pages it only
   starts writeback; a no-op on tmpfs) and start readahead.
 * ``ioctl(FS_IOC_GETVERSION)``: the inode generation on ext4 and btrfs.
+* ``name_to_handle_at(2)`` / ``open_by_handle_at(2)``: file handles, to reopen an inode
+  known by ``(ino, gen)``; opening needs CAP_DAC_READ_SEARCH.
 
 cachestat counts whole folios: a large folio (ext4 uses folios up to order 9 since 6.16)
 with one dirty byte counts every page it covers as dirty, so :func:`page_runs` is exact at
@@ -34,6 +36,9 @@ from typing import NamedTuple, NoReturn
 from .errors import ResidencyUnknown, SourceUnavailable
 
 __all__ = [
+    "AT_EMPTY_PATH",
+    "AT_SYMLINK_FOLLOW",
+    "MAX_HANDLE_SZ",
     "PAGE_SIZE",
     "CacheStat",
     "cachestat",
@@ -45,6 +50,8 @@ __all__ = [
     "inotify_init1",
     "inotify_rm_watch",
     "mincore",
+    "name_to_handle_at",
+    "open_by_handle_at",
     "page_runs",
     "prefetch",
 ]
@@ -351,3 +358,120 @@ def inotify_rm_watch(fd: int, wd: int) -> bool:
             return False
         raise OSError(err, os.strerror(err))
     return True
+
+
+# -- file handles ----------------------------------------------------------------------
+# name_to_handle_at(2) and open_by_handle_at(2) (Linux >= 2.6.39, glibc >= 2.14). A handle
+# is ``struct file_handle { u32 handle_bytes; int handle_type; u8 f_handle[]; }``; its
+# layout is the filesystem's own (ext4: type 1, FILEID_INO32_GEN = u32 ino, u32 gen).
+# Opening one needs CAP_DAC_READ_SEARCH (6.10 relaxed this only for O_DIRECTORY handles
+# in a user namespace that owns the mount).
+
+MAX_HANDLE_SZ = 128  # the kernel refuses larger handles (include/linux/exportfs.h)
+AT_EMPTY_PATH = 0x1000
+AT_SYMLINK_FOLLOW = 0x400
+_HANDLE_HEADER = struct.Struct("=Ii")
+
+_name_to_handle_at = _libc.name_to_handle_at
+_name_to_handle_at.argtypes = [
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_int),
+    ctypes.c_int,
+]
+_name_to_handle_at.restype = ctypes.c_int
+_open_by_handle_at = _libc.open_by_handle_at
+_open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+_open_by_handle_at.restype = ctypes.c_int
+
+
+class _HandleBuffers(threading.local):
+    """Each thread's ``struct file_handle`` and mount id, allocated once."""
+
+    def __init__(self) -> None:
+        self.handle = ctypes.create_string_buffer(_HANDLE_HEADER.size + MAX_HANDLE_SZ)
+        self.mount_id = ctypes.c_int()
+
+
+_handle_buffers = _HandleBuffers()
+
+
+def _raise_for_handle(err: int, what: str, path: str | None = None) -> NoReturn:
+    if err == errno.EPERM:
+        raise SourceUnavailable(
+            err, f"{what} refused (EPERM): opening file handles needs CAP_DAC_READ_SEARCH (root)"
+        )
+    if err == errno.ESTALE:
+        raise FileNotFoundError(
+            err, f"{what}: stale file handle (the inode is gone, or its generation changed)"
+        )
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS):
+        raise SourceUnavailable(
+            err, f"{what} is unsupported here ({os.strerror(err)}): the filesystem has no handles"
+        )
+    if path is None:
+        raise OSError(err, os.strerror(err))
+    raise OSError(err, os.strerror(err), path)
+
+
+def name_to_handle_at(
+    dirfd: int, path: str | bytes | os.PathLike[str], flags: int = 0
+) -> tuple[int, int, bytes]:
+    """``name_to_handle_at(2)``: the file handle of ``path`` (relative to ``dirfd``).
+
+    Args:
+        dirfd: A directory fd, :data:`os.AT_FDCWD`-like ``-100``, or with
+            :data:`AT_EMPTY_PATH` and ``path=""`` the fd of the file itself.
+        path: The file; symlinks in its last component are not followed unless ``flags``
+            has :data:`AT_SYMLINK_FOLLOW`.
+        flags: ``AT_EMPTY_PATH``, ``AT_SYMLINK_FOLLOW``.
+
+    Returns:
+        ``(mount_id, handle_type, handle_bytes)``. Needs no privilege.
+
+    Raises:
+        SourceUnavailable: The filesystem cannot encode handles (``EOPNOTSUPP``; tmpfs
+            before 6.6, procfs...).
+        OSError: ``ENOENT``, ``ENOTDIR``, ``EBADF``, ``EACCES``...
+    """
+    name = os.fsencode(path)
+    buffers = _handle_buffers
+    _HANDLE_HEADER.pack_into(buffers.handle, 0, MAX_HANDLE_SZ, 0)
+    if _name_to_handle_at(dirfd, name, buffers.handle, ctypes.byref(buffers.mount_id), flags):
+        _raise_for_handle(ctypes.get_errno(), "name_to_handle_at", os.fsdecode(name))
+    size, handle_type = _HANDLE_HEADER.unpack_from(buffers.handle)
+    start = _HANDLE_HEADER.size
+    return buffers.mount_id.value, handle_type, buffers.handle.raw[start : start + size]
+
+
+def open_by_handle_at(mount_fd: int, handle_type: int, handle: bytes, flags: int) -> int:
+    """``open_by_handle_at(2)``: open the file a handle names (``O_CLOEXEC`` is always added).
+
+    Args:
+        mount_fd: Any fd on the filesystem (and mount) the handle belongs to; the new
+            fd's path is seen through this mount.
+        handle_type: The type that :func:`name_to_handle_at` returned.
+        handle: The handle's bytes (at most :data:`MAX_HANDLE_SZ`).
+        flags: ``open(2)`` flags; ``O_PATH`` opens without touching the file.
+
+    Returns:
+        A new file descriptor; the caller closes it.
+
+    Raises:
+        SourceUnavailable: ``EPERM`` (the caller lacks CAP_DAC_READ_SEARCH) or
+            ``EOPNOTSUPP`` (the filesystem cannot decode handles).
+        FileNotFoundError: ``ESTALE``: the inode no longer exists or has another
+            generation (its number was reused). ``errno`` is ``ESTALE``.
+        ValueError: ``handle`` is longer than :data:`MAX_HANDLE_SZ`.
+        OSError: ``EBADF``, ``EINVAL`` (a malformed handle), ``ELOOP``...
+    """
+    if len(handle) > MAX_HANDLE_SZ:
+        raise ValueError(f"a file handle has at most {MAX_HANDLE_SZ} bytes, got {len(handle)}")
+    buffers = _handle_buffers
+    _HANDLE_HEADER.pack_into(buffers.handle, 0, len(handle), handle_type)
+    ctypes.memmove(ctypes.addressof(buffers.handle) + _HANDLE_HEADER.size, handle, len(handle))
+    fd: int = _open_by_handle_at(mount_fd, buffers.handle, flags | os.O_CLOEXEC)
+    if fd < 0:
+        _raise_for_handle(ctypes.get_errno(), "open_by_handle_at")
+    return fd

@@ -355,3 +355,90 @@ def test_inode_generation_bad_fd_raises(tmp_ext4: Path) -> None:
     with pytest.raises(OSError) as info:
         inode_generation(fd)
     assert info.value.errno == errno.EBADF
+
+
+# file handles
+
+
+def ino32_gen(ino: int, gen: int) -> bytes:
+    """An ext4 handle (FILEID_INO32_GEN): u32 ino, u32 gen in host order."""
+    return ino.to_bytes(4, sys.byteorder) + gen.to_bytes(4, sys.byteorder)
+
+
+def test_name_to_handle_at_gives_ext4_ino_and_generation(tmp_ext4: Path) -> None:
+    path = tmp_ext4 / "f"
+    with open_fd(path, os.O_RDWR | os.O_CREAT) as fd:
+        st, gen = os.fstat(fd), inode_generation(fd)
+        by_fd = _kernel.name_to_handle_at(fd, "", _kernel.AT_EMPTY_PATH)
+    mount_id, handle_type, handle = _kernel.name_to_handle_at(-100, str(path))  # AT_FDCWD
+    assert by_fd == (mount_id, handle_type, handle)
+    assert handle_type == 1  # FILEID_INO32_GEN
+    assert handle == ino32_gen(st.st_ino, gen)
+    assert mount_id > 0
+
+
+def test_open_by_handle_at_reopens_the_file(tmp_ext4: Path) -> None:
+    path = tmp_ext4 / "f"
+    path.write_bytes(b"x")
+    dirfd = os.open(tmp_ext4, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _, handle_type, handle = _kernel.name_to_handle_at(dirfd, "f")
+        os.rename(path, tmp_ext4 / "g")
+        fd = _kernel.open_by_handle_at(dirfd, handle_type, handle, os.O_RDONLY)
+        try:
+            assert os.read(fd, 1) == b"x"
+            assert os.readlink(f"/proc/self/fd/{fd}") == str(tmp_ext4 / "g")
+            assert not os.get_inheritable(fd)
+        finally:
+            os.close(fd)
+        # ext4 takes generation 0 as "any generation" (ext4_nfs_get_inode).
+        ino = int.from_bytes(handle[:4], sys.byteorder)
+        gen = int.from_bytes(handle[4:], sys.byteorder)
+        fd = _kernel.open_by_handle_at(dirfd, 1, ino32_gen(ino, 0), os.O_PATH)
+        os.close(fd)
+        with pytest.raises(FileNotFoundError) as stale:
+            _kernel.open_by_handle_at(dirfd, 1, ino32_gen(ino, gen ^ 1), os.O_PATH)
+        assert stale.value.errno == errno.ESTALE
+        os.unlink(tmp_ext4 / "g")
+        with pytest.raises(FileNotFoundError, match="stale file handle"):
+            _kernel.open_by_handle_at(dirfd, handle_type, handle, os.O_PATH)
+    finally:
+        os.close(dirfd)
+
+
+def test_file_handle_errors(tmp_ext4: Path) -> None:
+    with pytest.raises(SourceUnavailable, match="no handles") as unsupported:
+        _kernel.name_to_handle_at(-100, "/proc/self/status")
+    assert unsupported.value.errno == errno.EOPNOTSUPP
+    with pytest.raises(FileNotFoundError) as missing:
+        _kernel.name_to_handle_at(-100, str(tmp_ext4 / "missing"))
+    assert missing.value.filename == str(tmp_ext4 / "missing")
+    with pytest.raises(ValueError, match="at most 128"):
+        _kernel.open_by_handle_at(-100, 1, bytes(129), os.O_PATH)
+    with pytest.raises(OSError) as bad:
+        _kernel.open_by_handle_at(-1, 1, bytes(8), os.O_PATH)
+    assert bad.value.errno == errno.EBADF
+    assert not isinstance(bad.value, AioduetError)
+
+
+def test_open_by_handle_at_needs_cap_dac_read_search(tmp_ext4: Path) -> None:
+    os.chmod(tmp_ext4, 0o755)
+    (tmp_ext4 / "f").write_bytes(b"")
+    code = f"""
+import os
+from aioduet import _kernel
+from aioduet.errors import SourceUnavailable
+dirfd = os.open({str(tmp_ext4)!r}, os.O_RDONLY | os.O_DIRECTORY)
+os.setgid(65534); os.setuid(65534)
+_, handle_type, handle = _kernel.name_to_handle_at(dirfd, "f")  # encoding needs no privilege
+try:
+    _kernel.open_by_handle_at(dirfd, handle_type, handle, os.O_PATH)
+except SourceUnavailable as exc:
+    print(exc.errno, "CAP_DAC_READ_SEARCH" in str(exc))
+"""
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root}
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    ).stdout.split()
+    assert out == [str(errno.EPERM), "True"]
