@@ -1,0 +1,477 @@
+"""The ``tracepoints`` source: exact page-cache events from the kernel's tracepoints (root).
+
+Kernel interface: tracefs (see :mod:`._tracefs`), a private instance with these events,
+filtered in the kernel by the devices of the scopes, read from the per-CPU binary
+``trace_pipe_raw`` ring buffers on the event loop:
+
+* ``filemap/mm_filemap_add_to_page_cache`` -> ADDED, ``mm_filemap_delete_from_page_cache``
+  -> REMOVED, for ``1 << order`` pages from ``index`` (one event per folio; ext4 uses folios
+  up to order 9 since 6.16). Filter: ``s_dev``.
+* ``writeback/writeback_dirty_folio`` -> DIRTY. The event has the folio's first index but no
+  order: the source remembers the order of every large folio it saw added (order-0 folios
+  cost nothing) and uses it; a folio added before the source started counts as one page.
+  Filter: the bdi name (``"254:0"``) of each scope's block device, where it has one.
+* ``writeback/sb_clear_inode_writeback`` (no folio of the inode is under writeback any more;
+  filter ``dev``) and ``writeback/writeback_single_inode`` -> FLUSHED for the pages the source
+  saw dirtied in that inode and that cachestat now finds neither dirty nor under writeback
+  (without a known path, only the first event flushes them, unverified). There is no
+  per-folio writeback-done tracepoint for ext4 data.
+
+Keys are ``(dev, ino, gen)``. The events carry no generation: it comes from
+``FS_IOC_GETVERSION`` on a path of the inode in the sink's path index, or from the
+``resolve`` hook (file handles), and is cached per inode. **An inode with no known path is
+keyed with generation 0**, so its observations may not merge with those the residency source
+makes for it once its path is known.
+
+What it cannot see: order across CPUs within one drain is not exact (each CPU's buffer is in
+order; events of one page on two CPUs within 50 ms may be handed over in the wrong order);
+mmap dirtying that never reaches ``writeback_dirty_folio``; tmpfs (no add tracepoint).
+Ring-buffer loss (the kernel's ``RB_MISSED_EVENTS`` flag) and unparsable pages become
+``sink.lost(None)``: OVERFLOW and a rescan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import anyio.to_thread
+import attrs
+
+from .. import _kernel
+from .._model import Event
+from .._status import SourceStatus
+from ..errors import SourceUnavailable
+from ..store import Key, Observation
+from . import _tracefs
+from ._base import Introduction, Sink
+from ._scopes import Scopes
+
+__all__ = ["EVENTS", "TracepointSource"]
+
+ADD = "filemap/mm_filemap_add_to_page_cache"
+DELETE = "filemap/mm_filemap_delete_from_page_cache"
+DIRTY = "writeback/writeback_dirty_folio"
+CLEAR = "writeback/sb_clear_inode_writeback"
+SINGLE = "writeback/writeback_single_inode"
+EVENTS: dict[str, tuple[str, ...]] = {
+    ADD: ("i_ino", "index", "s_dev", "order"),
+    DELETE: ("i_ino", "index", "s_dev", "order"),
+    DIRTY: ("name", "ino", "index"),
+    CLEAR: ("dev", "ino"),
+    SINGLE: ("name", "ino", "wrote"),
+}
+"""The events used, with the fields read from each (names from their ``format`` files)."""
+
+Resolver = Callable[[int, int], "tuple[str, int] | None"]
+"""``resolve(dev, ino) -> (path, generation)`` for inodes with no known path, or None."""
+
+_ADDED, _REMOVED = int(Event.ADDED), int(Event.REMOVED)
+_DIRTY, _FLUSHED = int(Event.DIRTY), int(Event.FLUSHED)
+_KEY_CACHE = 1 << 16
+_PAGES_PER_WAKEUP = 256
+
+
+def _bdi_name(st_dev: int) -> str | None:
+    """The backing-device name that writeback events record for a block device's files."""
+    base = f"/sys/dev/block/{os.major(st_dev)}:{os.minor(st_dev)}"
+    for link in (f"{base}/bdi", f"{base}/../bdi"):  # a partition's bdi is its disk's
+        with contextlib.suppress(OSError):
+            return os.path.basename(os.readlink(link))
+    return None
+
+
+@attrs.define(eq=False)
+class TracepointSource:
+    """Exact ADDED/REMOVED/DIRTY/FLUSHED observations from page-cache tracepoints.
+
+    Args:
+        sink: where observations go (``sink.index`` gives paths, hence generations).
+        buffer_kb: per-CPU ring-buffer size in KiB (the kernel rounds it up to pages; small
+            buffers lose events under load, which is reported as OVERFLOW).
+        drain_interval: seconds between drains when the kernel does not wake us (it does
+            only once ``buffer_percent`` of a buffer is full).
+        resolve: finds a path and generation for an inode missing from the index.
+        tracefs: the tracefs mount point.
+    """
+
+    sink: Sink
+    buffer_kb: int = attrs.field(default=4096, validator=attrs.validators.ge(1))
+    drain_interval: float = attrs.field(default=0.05, validator=attrs.validators.gt(0))
+    resolve: Resolver | None = None
+    tracefs: str = _tracefs.TRACEFS
+    _scopes: Scopes = attrs.field(init=False, factory=Scopes)
+    _devs: dict[str, int] = attrs.field(init=False, factory=dict)
+    _instance: _tracefs.Instance | None = attrs.field(init=False, default=None)
+    _refilter: anyio.Event | None = attrs.field(init=False, default=None)
+    _ids: dict[str, int] = attrs.field(init=False, factory=dict)
+    _keys: dict[tuple[int, int], Key] = attrs.field(init=False, factory=dict)
+    _orders: dict[tuple[int, int], dict[int, int]] = attrs.field(init=False, factory=dict)
+    _dirty: dict[tuple[int, int], dict[int, int]] = attrs.field(init=False, factory=dict)
+    _bdis: dict[bytes, list[int]] = attrs.field(init=False, factory=dict)
+    _active: bool = attrs.field(init=False, default=False)
+    _observations: int = attrs.field(init=False, default=0)
+    _events: int = attrs.field(init=False, default=0)
+    _lost: int = attrs.field(init=False, default=0)
+    _overflows: int = attrs.field(init=False, default=0)
+    _errors: int = attrs.field(init=False, default=0)
+    _last_error: str | None = attrs.field(init=False, default=None)
+
+    @property
+    def name(self) -> str:
+        return "tracepoints"
+
+    @property
+    def instance(self) -> _tracefs.Instance | None:
+        """The tracefs instance while running."""
+        return self._instance
+
+    @property
+    def events(self) -> int:
+        """Trace records read so far."""
+        return self._events
+
+    # -- scopes --------------------------------------------------------------------------
+
+    def add_scope(self, root: str) -> None:
+        if self._scopes.add(root):
+            self._devs[root] = os.stat(root).st_dev
+            self._changed()
+
+    def remove_scope(self, root: str) -> None:
+        if self._scopes.remove(root):
+            self._devs.pop(root, None)
+            self._changed()
+
+    def _changed(self) -> None:
+        if self._refilter is not None:
+            self._refilter.set()
+
+    async def introduce(self, root: str, intro: Introduction) -> None:
+        """Nothing: the residency source does registration scans."""
+
+    def _filters(self) -> dict[str, str]:
+        devs = sorted(set(self._devs.values()))
+        kdevs = [_tracefs.kernel_dev(d) for d in devs] or [0]  # no fs has dev 0: nothing
+        bdis: dict[bytes, list[int]] = {}
+        for dev in devs:
+            name = _bdi_name(dev)
+            if name is not None:
+                bdis.setdefault(name.encode(), []).append(dev)
+        self._bdis = bdis
+        by_name = " || ".join(f'name == "{n.decode()}"' for n in sorted(bdis))
+        if len(bdis) < len(devs):
+            by_name = ""  # some scope has no known bdi: take every device's writeback events
+        return {
+            ADD: " || ".join(f"s_dev == {k}" for k in kdevs),
+            DELETE: " || ".join(f"s_dev == {k}" for k in kdevs),
+            CLEAR: " || ".join(f"dev == {k}" for k in kdevs),
+            DIRTY: by_name or ("" if devs else 'name == "-"'),
+            SINGLE: by_name or ("" if devs else 'name == "-"'),
+        }
+
+    def _apply_filters(self, instance: _tracefs.Instance, filters: dict[str, str]) -> None:
+        for event in instance.formats:
+            instance.set_filter(event, filters[event])
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        if os.geteuid() != 0:
+            raise SourceUnavailable(errno.EPERM, "the tracepoints source needs root")
+        filters = self._filters()
+
+        def setup() -> _tracefs.Instance:
+            instance = _tracefs.Instance.create(EVENTS, buffer_kb=self.buffer_kb, root=self.tracefs)
+            try:
+                if ADD not in instance.formats or DELETE not in instance.formats:
+                    raise SourceUnavailable(  # noqa: TRY301 - the handler closes the instance
+                        errno.ENOENT, f"the filemap tracepoints are missing: {instance.missing}"
+                    )
+                self._apply_filters(instance, filters)
+                instance.enable()
+            except BaseException:
+                instance.close()
+                raise
+            return instance
+
+        instance = await anyio.to_thread.run_sync(setup)
+        fds: list[int] = []
+        try:
+            parser = self.bind(instance)
+            for cpu in instance.cpus():
+                fds.append(instance.open_pipe(cpu))
+            self._active = True
+            async with anyio.create_task_group() as tg:
+                self._refilter = anyio.Event()
+                tg.start_soon(self._keep_filters, instance, filters)
+                for fd in fds:
+                    tg.start_soon(self._read, fd, parser, instance.page_size)
+                task_status.started()
+        finally:
+            self._active = False
+            self._refilter = None
+            self._instance = None
+            for fd in fds:
+                anyio.notify_closing(fd)
+                os.close(fd)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(instance.close)
+
+    def bind(self, instance: _tracefs.Instance) -> _tracefs.PageParser:
+        """Use ``instance`` (set up with :data:`EVENTS`); returns the parser of its pages.
+
+        :meth:`run` does this; benchmarks call it to drive :meth:`drain` by hand.
+        """
+        self._instance = instance
+        self._ids = {event: fmt.id for event, fmt in instance.formats.items()}
+        return instance.parser(EVENTS)
+
+    def filters(self) -> dict[str, str]:
+        """The kernel filter of each event for the current scopes."""
+        return self._filters()
+
+    async def _keep_filters(self, instance: _tracefs.Instance, applied: dict[str, str]) -> None:
+        while True:
+            assert self._refilter is not None
+            await self._refilter.wait()
+            self._refilter = anyio.Event()
+            filters = self._filters()
+            if filters != applied:
+                await anyio.to_thread.run_sync(self._apply_filters, instance, filters)
+                applied = filters
+
+    async def _read(self, fd: int, parser: _tracefs.PageParser, page_size: int) -> None:
+        interval = self.drain_interval
+        while True:
+            with anyio.move_on_after(interval):
+                await anyio.wait_readable(fd)
+            while self.drain(fd, parser, page_size) >= _PAGES_PER_WAKEUP:
+                await anyio.lowlevel.checkpoint()
+
+    def drain(self, fd: int, parser: _tracefs.PageParser, page_size: int) -> int:
+        """Read, parse and hand over up to a batch of pages of one CPU; returns pages read."""
+        records: list[tuple[Any, ...]] = []
+        lost = 0
+        pages = 0
+        read, parse = os.read, parser.parse
+        while pages < _PAGES_PER_WAKEUP:
+            try:
+                page = read(fd, page_size)
+            except BlockingIOError:
+                break
+            if not page:
+                break
+            pages += 1
+            try:
+                missed = parse(page, records)
+            except _tracefs.PageError as exc:
+                self._error(f"unparsable ring-buffer page: {exc}")
+                missed = -1
+            if missed:
+                lost += missed if missed > 0 else 1
+        if records:
+            self._events += len(records)
+            self.handle(records)
+        if lost:
+            self._lost += lost
+            self._overflows += 1
+            self.sink.lost(None)
+        return pages
+
+    # -- records -------------------------------------------------------------------------
+
+    def handle(self, records: list[tuple[Any, ...]]) -> None:
+        """Turn parsed records (one CPU's, in order) into observations for the sink."""
+        ids = self._ids
+        add_id, del_id = ids.get(ADD, -1), ids.get(DELETE, -1)
+        obs: list[Observation] = []
+        append = obs.append
+        orders = self._orders
+        key_of = self._key_of
+        run_kind = run_dev = run_ino = -1
+        run_first = run_end = 0
+        for record in records:
+            kind = record[0]
+            if kind == add_id or kind == del_id:  # noqa: PLR1714, SIM109 - no tuple on the hot path
+                _, ino, index, kdev, order = record
+                count = 1 << order
+                inode = (kdev, ino)
+                if order:
+                    if kind == add_id:
+                        orders.setdefault(inode, {})[index] = order
+                    else:
+                        folios = orders.get(inode)
+                        if folios is not None and folios.pop(index, 0) and not folios:
+                            del orders[inode]
+                if kind == del_id and inode in self._dirty:
+                    self._undirty(inode, index, count)
+                if kind == run_kind and ino == run_ino and kdev == run_dev and index == run_end:
+                    run_end += count
+                    continue
+                if run_kind >= 0:
+                    append((key_of(run_dev, run_ino), run_first, run_end - run_first,
+                            _ADDED if run_kind == add_id else _REMOVED))  # fmt: skip
+                run_kind, run_dev, run_ino = kind, kdev, ino
+                run_first, run_end = index, index + count
+                continue
+            if run_kind >= 0:
+                append((key_of(run_dev, run_ino), run_first, run_end - run_first,
+                        _ADDED if run_kind == add_id else _REMOVED))  # fmt: skip
+                run_kind = -1
+            self._writeback(record, append)
+        if run_kind >= 0:
+            append((key_of(run_dev, run_ino), run_first, run_end - run_first,
+                    _ADDED if run_kind == add_id else _REMOVED))  # fmt: skip
+        if obs:
+            self._observations += len(obs)
+            self.sink.ingest(obs)
+
+    def _writeback(self, record: tuple[Any, ...], append: Callable[[Observation], None]) -> None:
+        kind = record[0]
+        ids = self._ids
+        if kind == ids.get(DIRTY):
+            _, name, ino, index = record
+            kdev = self._dev_of_bdi(name, ino)
+            if kdev is None:
+                return
+            inode = (kdev, ino)
+            count = 1 << self._orders.get(inode, {}).get(index, 0)
+            self._dirty.setdefault(inode, {})[index] = count
+            append((self._key_of(kdev, ino), index, count, _DIRTY))
+        elif kind == ids.get(CLEAR):
+            _, kdev, ino = record
+            self._flush((kdev, ino), append, verified_only=False)
+        elif kind == ids.get(SINGLE):
+            _, name, ino, _wrote = record
+            kdev = self._dev_of_bdi(name, ino)
+            if kdev is not None:
+                self._flush((kdev, ino), append, verified_only=True)
+
+    def _dev_of_bdi(self, name: bytes, ino: int) -> int | None:
+        """The kernel dev of a writeback event's inode, from its bdi name."""
+        devs = self._bdis.get(name.rstrip(b"\0"))
+        if devs is None:
+            devs = sorted(set(self._devs.values()))
+        if len(devs) == 1:
+            return _tracefs.kernel_dev(devs[0])
+        for dev in devs:  # several candidates: the one that knows this inode
+            kdev = _tracefs.kernel_dev(dev)
+            if (kdev, ino) in self._dirty or (dev, ino) in self.sink.index:
+                return kdev
+        return None
+
+    def _undirty(self, inode: tuple[int, int], index: int, count: int) -> None:
+        folios = self._dirty[inode]
+        for first in [i for i in folios if index <= i < index + count]:
+            del folios[first]
+        if not folios:
+            del self._dirty[inode]
+
+    def _flush(
+        self,
+        inode: tuple[int, int],
+        append: Callable[[Observation], None],
+        *,
+        verified_only: bool,
+    ) -> None:
+        folios = self._dirty.get(inode)
+        if not folios:
+            return
+        key = self._key_of(*inode)
+        clean = self._clean(inode, folios)
+        if clean is None:
+            if verified_only:
+                return
+            clean = list(folios)
+        for first in clean:
+            append((key, first, folios.pop(first), _FLUSHED))
+        if not folios:
+            del self._dirty[inode]
+
+    def _clean(self, inode: tuple[int, int], folios: dict[int, int]) -> list[int] | None:
+        """Folios that cachestat finds neither dirty nor under writeback (None: no path)."""
+        kdev, ino = inode
+        dev = _tracefs.user_dev(kdev)
+        for path in self.sink.index.paths(dev, ino):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if os.fstat(fd).st_ino != ino:
+                    continue
+                size = _kernel.PAGE_SIZE
+                out = []
+                for first, count in folios.items():
+                    stat = _kernel.cachestat(fd, first * size, count * size)
+                    if not stat.dirty and not stat.writeback:
+                        out.append(first)
+            except OSError:
+                continue
+            else:
+                return out
+            finally:
+                os.close(fd)
+        return None
+
+    def _key_of(self, kdev: int, ino: int) -> Key:
+        inode = (kdev, ino)
+        key = self._keys.get(inode)
+        if key is not None:
+            return key
+        dev = _tracefs.user_dev(kdev)
+        gen: int | None = None
+        for path in self.sink.index.paths(dev, ino):
+            gen = self._generation(path, ino)
+            if gen is not None:
+                break
+        if gen is None and self.resolve is not None:
+            found = self.resolve(dev, ino)
+            if found is not None:
+                gen = found[1]
+        if gen is None:
+            return (dev, ino, 0)  # not cached: a path may become known later
+        if len(self._keys) >= _KEY_CACHE:
+            self._keys.clear()
+        key = self._keys[inode] = (dev, ino, gen)
+        return key
+
+    def _generation(self, path: str, ino: int) -> int | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            if os.fstat(fd).st_ino != ino:
+                return None
+            return _kernel.inode_generation(fd)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _error(self, message: str) -> None:
+        self._errors += 1
+        self._last_error = message
+
+    # -- status --------------------------------------------------------------------------
+
+    def status(self) -> SourceStatus:
+        return SourceStatus(
+            name=self.name,
+            active=self._active,
+            observations=self._observations,
+            lost=self._lost,
+            overflows=self._overflows,
+            errors=self._errors,
+            last_error=self._last_error,
+        )

@@ -1,0 +1,243 @@
+"""tracefs: formats, the binary page parser (synthetic pages + fuzz) and real instances."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aioduet.sources import _tracefs as tf
+from aioduet.sources.tracepoints import ADD, DELETE, EVENTS
+
+ROOT = tf.mount_tracefs()
+HEADER = tf.parse_header_page(Path(ROOT, "events/header_page").read_text())
+ADD_FMT = tf.parse_format(ADD, Path(ROOT, "events", ADD, "format").read_text())
+DEL_FMT = tf.parse_format(DELETE, Path(ROOT, "events", DELETE, "format").read_text())
+FIELDS = EVENTS[ADD]
+
+
+def _parser() -> tf.PageParser:
+    return tf.PageParser(
+        HEADER, {ADD_FMT.id: ADD_FMT.struct(FIELDS), DEL_FMT.id: DEL_FMT.struct(FIELDS)}
+    )
+
+
+def _event_data(fmt: tf.EventFormat, ino: int, index: int, dev: int, order: int) -> bytes:
+    """The record data of a filemap event, laid out from its format file."""
+    size = max(f.offset + f.size for f in fmt.fields.values())
+    data = bytearray(size + (-size % 4))
+    f = fmt.fields
+    struct.pack_into("<H", data, f["common_type"].offset, fmt.id)
+    struct.pack_into("<Q", data, f["i_ino"].offset, ino)
+    struct.pack_into("<Q", data, f["index"].offset, index)
+    struct.pack_into("<I", data, f["s_dev"].offset, dev)
+    struct.pack_into("<B", data, f["order"].offset, order)
+    return bytes(data)
+
+
+def _record(data: bytes, *, long: bool = False, delta: int = 1) -> bytes:
+    if long or len(data) > 112:
+        return struct.pack("<II", delta << 5, len(data) + 4) + data
+    return struct.pack("<I", (delta << 5) | (len(data) // 4)) + data
+
+
+def _page(body: bytes, *, missed: int | None = None, flags: int = 0, size: int = 4096) -> bytes:
+    commit = len(body) | flags
+    tail = b""
+    if missed is not None:
+        commit |= 1 << 31
+        if missed:
+            commit |= 1 << 30
+            tail = struct.pack("<Q", missed)
+    head = bytearray(HEADER.data_offset)
+    struct.pack_into("<Q", head, 0, 123456789)
+    head[HEADER.commit_offset : HEADER.commit_offset + HEADER.commit_size] = commit.to_bytes(
+        HEADER.commit_size, "little"
+    )
+    page = bytes(head) + body + tail
+    return page + bytes(size - len(page))
+
+
+def test_header_page_of_this_kernel() -> None:
+    # 64-bit kernel: local_t commit is 8 bytes, data after the 16-byte header.
+    assert tf.PageHeader(8, 8, 16) == HEADER
+    assert ADD_FMT.fields["order"].size == 1
+    assert ADD_FMT.struct(FIELDS).format.startswith("<H")
+
+
+def test_parse_format_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="no ID"):
+        tf.parse_format("x/y", "name: y\nformat:\n")
+    with pytest.raises(ValueError, match="common_type"):
+        tf.parse_format("x/y", "ID: 5\n\tfield:int a;\toffset:0;\tsize:4;\tsigned:1;\n")
+
+
+def test_kernel_dev_encoding() -> None:
+    st_dev = os.makedev(254, 3)
+    assert tf.kernel_dev(st_dev) == (254 << 20) | 3
+    assert tf.user_dev(tf.kernel_dev(st_dev)) == st_dev
+
+
+def test_parse_records_of_every_kind() -> None:
+    add = _event_data(ADD_FMT, 77, 0, 5, 9)
+    rm = _event_data(DEL_FMT, 77, 512, 5, 0)
+    other = struct.pack("<H", 0xFFFF) + bytes(10)  # an event we do not decode
+    body = (
+        _record(add)
+        + struct.pack("<II", (3 << 5) | 30, 1)  # time extend
+        + _record(other)
+        + struct.pack("<II", (1 << 5) | 29, 12)  # padding: its length word counts itself
+        + bytes(8)
+        + struct.pack("<II", 31, 0)  # absolute time stamp
+        + _record(rm, long=True)  # type_len 0: length in the next word
+    )
+    out: list[tuple[object, ...]] = []
+    assert _parser().parse(_page(body), out) == 0
+    assert out == [(ADD_FMT.id, 77, 0, 5, 9), (DEL_FMT.id, 77, 512, 5, 0)]
+
+
+def test_null_padding_ends_the_page() -> None:
+    add = _event_data(ADD_FMT, 1, 2, 3, 0)
+    body = _record(add) + struct.pack("<I", 29) + b"\xff" * 40
+    out: list[tuple[object, ...]] = []
+    assert _parser().parse(_page(body), out) == 0
+    assert out == [(ADD_FMT.id, 1, 2, 3, 0)]
+
+
+def test_lost_events_flags() -> None:
+    add = _record(_event_data(ADD_FMT, 1, 2, 3, 0))
+    out: list[tuple[object, ...]] = []
+    assert _parser().parse(_page(add, missed=0), out) == -1
+    assert _parser().parse(_page(add, missed=42), out) == 42
+    assert len(out) == 2
+
+
+def test_truncated_record_is_a_clear_error() -> None:
+    add = _record(_event_data(ADD_FMT, 1, 2, 3, 0))
+    with pytest.raises(tf.PageError, match="runs past"):
+        _parser().parse(_page(add[:-4]), [])
+    with pytest.raises(tf.PageError, match="shorter than its header"):
+        _parser().parse(b"\0" * 8, [])
+    with pytest.raises(tf.PageError, match="claims"):
+        _parser().parse(_page(add)[:30], [])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(min_size=0, max_size=600), st.integers(0, 4080), st.booleans())
+def test_fuzz_arbitrary_bytes(body: bytes, length: int, lost: bool) -> None:
+    page = bytearray(_page(body, missed=0 if lost else None))
+    length = min(length, len(body) + 40)
+    page[8:16] = (length | (1 << 31 if lost else 0)).to_bytes(8, "little")
+    out: list[tuple[object, ...]] = []
+    try:
+        missed = _parser().parse(bytes(page), out)
+    except tf.PageError:
+        return
+    assert missed == (-1 if lost else 0)
+    assert all(r[0] in (ADD_FMT.id, DEL_FMT.id) for r in out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=0, max_size=4200))
+def test_fuzz_whole_pages(page: bytes) -> None:
+    with contextlib.suppress(tf.PageError):
+        _parser().parse(page, [])
+
+
+# -- real instances ---------------------------------------------------------------------
+
+
+def _instances() -> set[str]:
+    return set(os.listdir(f"{ROOT}/instances"))
+
+
+def test_instance_created_enabled_and_removed() -> None:
+    inst = tf.Instance.create([ADD, DELETE, "nosuch/event"], buffer_kb=64)
+    try:
+        name = os.path.basename(inst.path)
+        assert name == tf.instance_name()
+        assert name in _instances()
+        assert inst.missing == ("nosuch/event",)
+        inst.set_filter(ADD, "s_dev == 1")
+        inst.enable()
+        assert Path(inst.path, "events", ADD, "enable").read_text().strip() == "1"
+        assert Path(inst.path, "events", ADD, "filter").read_text().strip() == "s_dev == 1"
+        assert int(Path(inst.path, "buffer_size_kb").read_text()) <= 128
+        assert inst.cpus() == list(range(len(inst.cpus())))
+        fd = inst.open_pipe(0)
+        os.close(fd)
+    finally:
+        assert inst.close()
+    assert inst.close()  # idempotent
+    assert name not in _instances()
+
+
+def test_stale_instance_of_dead_process_removed() -> None:
+    child = subprocess.Popen(["true"])  # a pid that is gone once waited for
+    child.wait()
+    stale = f"{ROOT}/instances/{tf.PREFIX}{child.pid}-12345"
+    live = f"{ROOT}/instances/{tf.instance_name(os.getppid())}"  # our parent lives on
+    os.mkdir(stale)
+    os.mkdir(live)
+    try:
+        Path(stale, "events", ADD, "enable").write_text("1")
+        with tf.Instance.create([ADD], buffer_kb=8):
+            assert not os.path.exists(stale)
+            assert os.path.exists(live)
+    finally:
+        for path in (stale, live):
+            tf.remove_instance(path)
+
+
+def _wait_gone(name: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while name in _instances():
+        assert time.monotonic() < deadline, f"{name} left behind"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_no_instance_left_after_signal(sig: signal.Signals) -> None:
+    code = textwrap.dedent(
+        """
+        import os, sys, anyio
+        from aioduet.sources import _tracefs as tf
+        from aioduet.sources.tracepoints import TracepointSource
+        from aioduet.sources import Sink
+        from aioduet.store import Store
+        from aioduet._paths import PathIndex
+
+        async def main():
+            source = TracepointSource(Sink(Store(1), PathIndex()), buffer_kb=16)
+            source.add_scope("/tmp")
+            async with anyio.create_task_group() as tg:
+                await tg.start(source.run)
+                print(os.path.basename(source.instance.path), flush=True)
+                await anyio.sleep_forever()
+
+        anyio.run(main)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        name = proc.stdout.readline().strip()
+        assert name.startswith(tf.PREFIX)
+        assert name in _instances()
+        proc.send_signal(sig)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close() if proc.stdout else None
+    _wait_gone(name)
