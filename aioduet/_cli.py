@@ -1,5 +1,6 @@
 """The ``aioduet`` command line: ``watch`` streams items; ``demo`` runs a scripted workload;
-``scan`` reports the page-cache residency of files and trees.
+``scan`` reports the page-cache residency of files and trees; ``doctor`` says which kernel
+interfaces are usable here.
 
 ``scan`` runs synchronously, without an event loop, and must start fast (``bench/scan_tree.py``
 times it against vmtouch, start-up included): this module imports anyio and the framework only
@@ -24,6 +25,7 @@ from .errors import AioduetError, NotFound
 if TYPE_CHECKING:
     import anyio
 
+    from ._doctor import Check
     from ._model import Event, Item
     from .tasks import Task
 
@@ -249,6 +251,33 @@ def _scan_command(args: argparse.Namespace) -> int:
     )
 
 
+def _doctor_command(args: argparse.Namespace) -> int:
+    from . import _doctor  # noqa: PLC0415 - not at start-up (module docstring)
+
+    report = _doctor.run_checks()
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        print(doctor_table(report.checks))
+        if report.runnable:
+            print(f"\nsources='auto' runs {'+'.join(report.auto)} here")
+        else:
+            print("\nthe unprivileged sources cannot run here: see the unavailable rows")
+    return 0 if report.runnable else 1
+
+
+def doctor_table(checks: Sequence[Check]) -> str:
+    """Checks as aligned columns (name, status, finding), each fix on a line of its own."""
+    name_width = max((len(check.name) for check in checks), default=0) + 2
+    status_width = max((len(check.status) for check in checks), default=0) + 2
+    lines = []
+    for check in checks:
+        lines.append(f"{check.name:<{name_width}}{check.status:<{status_width}}{check.detail}")
+        if check.fix:
+            lines.append(f"{'':<{name_width + status_width}}fix: {check.fix}")
+    return "\n".join(lines)
+
+
 def _existing_path(text: str) -> str:
     try:
         os.stat(text)
@@ -366,6 +395,23 @@ def build_parser() -> argparse.ArgumentParser:
         help='end with the sums over all files (in JSON: an object with "total": true)',
     )
     scan.set_defaults(run=_scan_command)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="which kernel interfaces are usable here, and why not",
+        description=(
+            "Check root, tracefs, the page-cache tracepoints, cachestat, mincore, the inotify"
+            " limits, the writeback counters, fanotify and a running kdamond, and say which"
+            " sources sources='auto' picks. Read-only: fixes are printed, never applied."
+            " Exit status: 0 if the unprivileged sources can run here, 1 if not."
+        ),
+    )
+    doctor.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object: {"checks": [{"name", "status", "detail", "fix"}], "auto": [...]}',
+    )
+    doctor.set_defaults(run=_doctor_command)
     return parser
 
 
