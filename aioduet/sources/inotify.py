@@ -39,6 +39,7 @@ from .._status import SourceStatus
 from ..errors import SourceUnavailable
 from . import _inotify_wire as wire
 from ._base import Introduction, Sink
+from ._counters import SourceCounters
 from ._scopes import Scopes
 
 __all__ = ["InotifySource"]
@@ -100,13 +101,8 @@ class InotifySource:
     _wakeups: int = attrs.field(init=False, default=0)
     _rewalk_queued: bool = attrs.field(init=False, default=False)
     _excluded_cache: dict[str, bool] = attrs.field(init=False, factory=dict)
-    _active: bool = attrs.field(init=False, default=False)
-    _observations: int = attrs.field(init=False, default=0)
-    _lost: int = attrs.field(init=False, default=0)
-    _overflows: int = attrs.field(init=False, default=0)
-    _errors: int = attrs.field(init=False, default=0)
+    _counts: SourceCounters = attrs.field(init=False, factory=SourceCounters)
     _denied: int = attrs.field(init=False, default=0)
-    _last_error: str | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._exclusions = Exclusions(self.exclude)
@@ -172,7 +168,7 @@ class InotifySource:
             if self._ready[root].is_set():  # from an earlier run
                 self._ready[root] = anyio.Event()
             self._schedule(functools.partial(self._job_add, root))
-        self._active = True
+        self._counts.active = True
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._manage)
@@ -183,7 +179,7 @@ class InotifySource:
                     self._stop.set()  # ends a walk under way in a worker thread promptly
                     tg.cancel_scope.cancel()
         finally:
-            self._active = False
+            self._counts.active = False
             self._fd = -1
             self._table = wire.WatchTable()
             self._moved_from.clear()
@@ -218,11 +214,11 @@ class InotifySource:
                 try:
                     count += wire.split_events(buf, hints, others)
                 except wire.InotifyWireError as exc:
-                    self._error(str(exc))
+                    self._counts.error(str(exc))
                     self._overflow()
                 if len(buf) < short:
                     break
-            self._observations += count
+            self._counts.observations += count
             self._handle(others, hints)
             self._expire_moves(everything=False)
             if count >= self.busy_batch and self.coalesce:
@@ -369,18 +365,14 @@ class InotifySource:
                 self._departed(path, isdir)
 
     def _overflow(self) -> None:
-        self._overflows += 1
-        self._lost += 1  # at least one; the kernel does not say how many
+        self._counts.overflows += 1
+        self._counts.lost += 1  # at least one; the kernel does not say how many
         self._moved_from.clear()
         for root in self._roots.outer():  # tasks hear of it at once; the rescan follows
             self.sink.overflow(root)
         if not self._rewalk_queued:
             self._rewalk_queued = True
             self._schedule(self._job_rewalk)
-
-    def _error(self, message: str) -> None:
-        self._errors += 1
-        self._last_error = message
 
     # -- watch set-up and tear-down (the manager task) -------------------------------------
 
@@ -428,9 +420,9 @@ class InotifySource:
         for wd, path in setup.watches:
             table.bind(wd, current(path) if moves else path)
         self._denied += len(setup.denied)
-        self._errors += setup.errors
+        self._counts.errors += setup.errors
         if setup.last_error is not None:
-            self._last_error = setup.last_error
+            self._counts.last_error = setup.last_error
         return current(root)
 
     async def _job_add(self, root: str) -> None:
@@ -490,17 +482,9 @@ class InotifySource:
 
         failed = await anyio.to_thread.run_sync(remove)
         if failed is not None:
-            self._error(failed)
+            self._counts.error(failed)
 
     # -- status --------------------------------------------------------------------------
 
     def status(self) -> SourceStatus:
-        return SourceStatus(
-            name=self.name,
-            active=self._active,
-            observations=self._observations,
-            lost=self._lost,
-            overflows=self._overflows,
-            errors=self._errors,
-            last_error=self._last_error,
-        )
+        return self._counts.status(self.name)

@@ -63,6 +63,7 @@ from ..errors import ResidencyUnknown
 from ..store import Observation
 from . import _pagemap, _regions
 from ._base import Introduction, PathNote, Sink
+from ._counters import SourceCounters
 from ._scopes import Scopes
 from ._walk import Walk
 
@@ -196,14 +197,11 @@ class ResidencySource:
     _debt: int = attrs.field(init=False, default=0)
     _spent: int = attrs.field(init=False, default=0)
     # Counters.
-    _active: bool = attrs.field(init=False, default=False)
-    _observations: int = attrs.field(init=False, default=0)
-    _errors: int = attrs.field(init=False, default=0)
+    _counts: SourceCounters = attrs.field(init=False, factory=SourceCounters)
     _unknown: set[str] = attrs.field(init=False, factory=set)
     """Paths of files whose residency is unknown, as of the last walk or check."""
     _walk_unknown: set[str] = attrs.field(init=False, factory=set)
     _passes: int = attrs.field(init=False, default=0)
-    _last_error: str | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self.sink.attach(self)
@@ -260,14 +258,14 @@ class ResidencySource:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        self._active = True
+        self._counts.active = True
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._hint_loop)
                 task_status.started()
                 await self._sweep_loop()
         finally:
-            self._active = False
+            self._counts.active = False
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -407,13 +405,13 @@ class ResidencySource:
         for dev, ino, gen in batch.gone:
             sink.unlearn(dev, ino)
             sink.store.retire((dev, ino, gen))
-        self._observations += len(batch.observations) + len(batch.intro)
-        self._errors += batch.errors
+        self._counts.observations += len(batch.observations) + len(batch.intro)
+        self._counts.errors += batch.errors
         self._unknown.update(batch.unknown)
         self._unknown.difference_update(batch.checked_unknown)
         self._walk_unknown.update(batch.unknown)
         if batch.last_error is not None:
-            self._last_error = batch.last_error
+            self._counts.last_error = batch.last_error
 
     def _forget(self, ident: tuple[int, int], batch: _Batch) -> None:
         """The file left every scope: its pages are gone for the tasks."""
@@ -537,7 +535,7 @@ class ResidencySource:
             batch.unknown.append(path)
             return
         try:
-            found = self._counts(fd, path, batch, listed)
+            found = self._stat_and_counts(fd, path, batch, listed)
             if found is None:
                 return
             st, counts = found
@@ -582,7 +580,7 @@ class ResidencySource:
         fresh.regions = regions
         self._record(batch, ident, fresh, intro)
 
-    def _counts(
+    def _stat_and_counts(
         self, fd: int, path: str, batch: _Batch, listed: tuple[int, int] | None
     ) -> tuple[os.stat_result, _kernel.CacheStat] | None:
         """A regular file's stat and counts; None when nothing more is to be done."""
@@ -708,14 +706,10 @@ class ResidencySource:
     # -- status --------------------------------------------------------------------------
 
     def status(self) -> SourceStatus:
-        return SourceStatus(
-            name=self.name,
-            active=self._active,
-            observations=self._observations,
-            errors=self._errors,
+        return self._counts.status(
+            self.name,
             unknown=len(self._unknown),
             passes=self._passes,
-            last_error=self._last_error,
             budget=self.budget,
             budget_used=self._spent / self.budget,
             cycle_seconds=self._walk_seconds,

@@ -51,6 +51,7 @@ from ..errors import SourceUnavailable
 from ..store import Key, Observation
 from . import _tracefs
 from ._base import Introduction, Sink
+from ._counters import SourceCounters
 from ._scopes import Scopes
 
 __all__ = ["EVENTS", "TracepointSource"]
@@ -115,13 +116,8 @@ class TracepointSource:
     _orders: dict[tuple[int, int], dict[int, int]] = attrs.field(init=False, factory=dict)
     _dirty: dict[tuple[int, int], dict[int, int]] = attrs.field(init=False, factory=dict)
     _bdis: dict[bytes, list[int]] = attrs.field(init=False, factory=dict)
-    _active: bool = attrs.field(init=False, default=False)
-    _observations: int = attrs.field(init=False, default=0)
+    _counts: SourceCounters = attrs.field(init=False, factory=SourceCounters)
     _events: int = attrs.field(init=False, default=0)
-    _lost: int = attrs.field(init=False, default=0)
-    _overflows: int = attrs.field(init=False, default=0)
-    _errors: int = attrs.field(init=False, default=0)
-    _last_error: str | None = attrs.field(init=False, default=None)
 
     @property
     def name(self) -> str:
@@ -209,7 +205,7 @@ class TracepointSource:
             parser = self.bind(instance)
             for cpu in instance.cpus():
                 fds.append(instance.open_pipe(cpu))
-            self._active = True
+            self._counts.active = True
             async with anyio.create_task_group() as tg:
                 self._refilter = anyio.Event()
                 tg.start_soon(self._keep_filters, instance, filters)
@@ -217,7 +213,7 @@ class TracepointSource:
                     tg.start_soon(self._read, fd, parser, instance.page_size)
                 task_status.started()
         finally:
-            self._active = False
+            self._counts.active = False
             self._refilter = None
             self._instance = None
             for fd in fds:
@@ -274,7 +270,7 @@ class TracepointSource:
             try:
                 missed = parse(page, records)
             except _tracefs.PageError as exc:
-                self._error(f"unparsable ring-buffer page: {exc}")
+                self._counts.error(f"unparsable ring-buffer page: {exc}")
                 missed = -1
             if missed:
                 lost += missed if missed > 0 else 1
@@ -282,8 +278,8 @@ class TracepointSource:
             self._events += len(records)
             self.handle(records)
         if lost:
-            self._lost += lost
-            self._overflows += 1
+            self._counts.lost += lost
+            self._counts.overflows += 1
             self.sink.lost(None)
         return pages
 
@@ -332,7 +328,7 @@ class TracepointSource:
             append((key_of(run_dev, run_ino), run_first, run_end - run_first,
                     _ADDED if run_kind == add_id else _REMOVED))  # fmt: skip
         if obs:
-            self._observations += len(obs)
+            self._counts.observations += len(obs)
             self.sink.ingest(obs)
 
     def _writeback(self, record: tuple[Any, ...], append: Callable[[Observation], None]) -> None:
@@ -459,19 +455,7 @@ class TracepointSource:
         finally:
             os.close(fd)
 
-    def _error(self, message: str) -> None:
-        self._errors += 1
-        self._last_error = message
-
     # -- status --------------------------------------------------------------------------
 
     def status(self) -> SourceStatus:
-        return SourceStatus(
-            name=self.name,
-            active=self._active,
-            observations=self._observations,
-            lost=self._lost,
-            overflows=self._overflows,
-            errors=self._errors,
-            last_error=self._last_error,
-        )
+        return self._counts.status(self.name)

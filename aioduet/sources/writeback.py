@@ -38,6 +38,7 @@ from .. import _kernel
 from .._status import SourceStatus
 from ..errors import SourceUnavailable
 from ._base import Introduction, Sink
+from ._counters import SourceCounters
 from ._procfs import CounterFormatError, Counters, parse_meminfo, parse_vmstat
 from ._scopes import Scopes
 
@@ -107,11 +108,8 @@ class WritebackSource:
     _roots: Scopes = attrs.field(init=False, factory=Scopes)
     _scoped: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _last: Counters | None = attrs.field(init=False, default=None)
-    _active: bool = attrs.field(init=False, default=False)
-    _triggers: int = attrs.field(init=False, default=0)
+    _counts: SourceCounters = attrs.field(init=False, factory=SourceCounters)
     _polls: int = attrs.field(init=False, default=0)
-    _errors: int = attrs.field(init=False, default=0)
-    _last_error: str | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._vmstat = _CounterFile(os.path.join(self.procfs, "vmstat"))
@@ -147,7 +145,7 @@ class WritebackSource:
                 can be opened (raised before ``task_status.started()``).
         """
         self._open()
-        self._active = True
+        self._counts.active = True
         task_status.started()
         try:
             while True:
@@ -159,7 +157,7 @@ class WritebackSource:
                 self.poll_once()
                 await anyio.sleep(self.poll)
         finally:
-            self._active = False
+            self._counts.active = False
             self._vmstat.close()
             self._meminfo.close()
 
@@ -206,7 +204,7 @@ class WritebackSource:
             self._last = counters
         if not counters.progressed_since(last):
             return False
-        self._triggers += 1
+        self._counts.observations += 1
         checker = self.sink.checker
         if checker is not None:
             checker.check_dirty()
@@ -224,8 +222,8 @@ class WritebackSource:
         return None
 
     def _fail(self, message: str) -> None:
-        self._errors += 1
-        self._last_error = message
+        self._counts.errors += 1
+        self._counts.last_error = message
 
     async def introduce(self, root: str, intro: Introduction) -> None:
         """Nothing to introduce: the counters are not about any file."""
@@ -235,14 +233,7 @@ class WritebackSource:
     def status(self) -> SourceStatus:
         """``observations``: polls that woke the checker; ``passes``: polls; ``errors``:
         failed reads of a counter file."""
-        return SourceStatus(
-            name=self.name,
-            active=self._active,
-            observations=self._triggers,
-            errors=self._errors,
-            passes=self._polls,
-            last_error=self._last_error,
-        )
+        return self._counts.status(self.name, passes=self._polls)
 
 
 def _describe(exc: OSError | CounterFormatError) -> str:
