@@ -731,9 +731,12 @@ def run_checks(
     elif "tracepoints" in auto:
         auto_check = Check("auto", "ok", f"{names}: the exact source, as root with tracefs")
     else:
-        why = "the exact set needs root, tracefs and the page-cache events"
-        if "tracepoints" not in AVAILABLE:
-            why += ", and its tracepoints source is not in this version"
+        if exact.status == "ok":
+            why = "ask for sources='exact' to use the tracepoints: auto does not pick it yet"
+        else:
+            why = "the exact set needs root, tracefs and the page-cache events"
+            if "tracepoints" not in AVAILABLE:
+                why += ", and its tracepoints source is not in this version"
         auto_check = Check("auto", "ok", f"{names}, the unprivileged set ({why})")
     checks = (
         check_root(proc, euid),

@@ -15,6 +15,7 @@ import anyio.abc
 import attrs
 
 from . import _kernel
+from ._handles import HandleResolver
 from ._model import Event, Uuid
 from ._paths import Exclusions, PathIndex, is_under, normalize_root
 from ._status import SourceStatus, Status, TaskStatus
@@ -109,10 +110,37 @@ class Duet:
     _state: str = attrs.field(init=False, default="new")
     _failures: dict[str, int] = attrs.field(init=False, factory=dict)
     _failure_text: dict[str, str] = attrs.field(init=False, factory=dict)
+    _resolvers: dict[str, tuple[HandleResolver, int]] = attrs.field(init=False, factory=dict)
+    """File-handle resolvers by registered root, with their registration counts (exact set)."""
 
     def __attrs_post_init__(self) -> None:
         self.store = Store(self.max_tasks, relevance=self._relevance, notify=self._notify)
         self._sink = Sink(self.store, self.index, overflow=self._overflow)
+        if "tracepoints" in self._source_names:
+            # Events name inodes, not paths: file handles find the paths the index lacks.
+            self._sink.attach_resolver(self._resolve_inode)
+
+    def _resolve_inode(self, dev: int, ino: int) -> tuple[str, int] | None:
+        """A path under some task's root, and the generation, of an inode; learnt by the index."""
+        for resolver, _count in self._resolvers.values():
+            if resolver.dev != dev:
+                continue
+            path = resolver.resolve(dev, ino)
+            if path is None:
+                continue
+            gen = resolver.generation(dev, ino)
+            if gen is None:
+                continue
+            self.index.add(dev, ino, path, 1)
+            return path, gen
+        return None
+
+    def locate(self, dev: int, ino: int) -> None:
+        """Look an inode up again by file handle (a task's ``get_path`` found no good path)."""
+        for resolver, _count in self._resolvers.values():
+            if resolver.dev == dev:
+                resolver.invalidate(dev, ino)
+        self._resolve_inode(dev, ino)
 
     # -- store callbacks -------------------------------------------------------------------
 
@@ -123,7 +151,15 @@ class Duet:
         intro = self._intros.get(slot)
         if intro is not None and (key[0], key[1]) not in intro.covered:
             return None  # its registration scan will introduce the file: undecided till then
-        return self.index.under(key[0], key[1], task.path)
+        answer = self.index.under(key[0], key[1], task.path)
+        held = self._resolvers.get(task.path)
+        if answer is None and held is not None:
+            # An inode no source has a path for (exact set): ask its file handle, and learn
+            # the path for get_path.
+            answer = held[0].relevant(key[0], key[1], key[2], task.path)
+            if answer:
+                self._resolve_inode(key[0], key[1])
+        return answer
 
     def _overflow(self, root: str | None) -> None:
         """Observations under ``root`` were lost: OVERFLOW to every task whose scope overlaps."""
@@ -181,6 +217,9 @@ class Duet:
             task._end()
         self._tasks.clear()
         self._intros.clear()
+        for resolver, _count in self._resolvers.values():
+            resolver.close()
+        self._resolvers.clear()
         assert self._group is not None and self._stack is not None
         self._group.cancel_scope.cancel()
         await self._stack.aclose()
@@ -267,11 +306,23 @@ class Duet:
             )
         task = Task(next(self._ids), name, event, root, slot=slot, root=root_uuid, host=self)
         self._tasks[slot] = task
+        if "tracepoints" in self._source_names:
+            self._hold_resolver(root)
         for source in self._sources:
             source.add_scope(root)
         intro = self._intros[slot] = _Introduction(self.store, task, slot)
         self._group.start_soon(self._introduce, intro)
         return Registration(task)
+
+    def _hold_resolver(self, root: str) -> None:
+        held = self._resolvers.get(root)
+        if held is not None:
+            self._resolvers[root] = (held[0], held[1] + 1)
+            return
+        resolver = HandleResolver.open(root)
+        if not resolver.available:
+            logger.warning("no file handles under %s: %s", root, resolver.reason)
+        self._resolvers[root] = (resolver, 1)
 
     async def _introduce(self, intro: _Introduction) -> None:
         with intro.scope:
@@ -293,6 +344,13 @@ class Duet:
         self.store.remove_slot(slot)
         for source in self._sources:
             source.remove_scope(task.path)
+        held = self._resolvers.get(task.path)
+        if held is not None:
+            if held[1] > 1:
+                self._resolvers[task.path] = (held[0], held[1] - 1)
+            else:
+                del self._resolvers[task.path]
+                held[0].close()
 
     # -- status ----------------------------------------------------------------------------
 

@@ -71,7 +71,9 @@ def test_open_duet_refuses_bad_arguments() -> None:
     with pytest.raises(ValueError, match="empty"):
         aioduet.open_duet(sources=[])
     with pytest.raises(aioduet.SourceUnavailable, match="not available in this version"):
-        aioduet.open_duet(sources="exact")
+        aioduet.open_duet(sources=["residency", "fanotify"])
+    with pytest.raises(ValueError, match="add 'residency'"):
+        aioduet.open_duet(sources=["tracepoints"])
 
 
 async def test_bad_registrations_raise_at_once_and_the_framework_keeps_working(

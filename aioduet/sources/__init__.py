@@ -7,6 +7,7 @@ tasks behind them.
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Sequence
 
 import attrs
@@ -16,6 +17,7 @@ from ..errors import SourceUnavailable
 from ._base import Checker, Introduction, PathNote, Sink, Source
 from .inotify import InotifySource
 from .residency import DEFAULT_BUDGET, MIN_BUDGET, ResidencySource
+from .tracepoints import TracepointSource
 from .writeback import WritebackSource
 
 __all__ = [
@@ -30,15 +32,19 @@ __all__ = [
     "Sink",
     "Source",
     "SourceOptions",
+    "TracepointSource",
     "WritebackSource",
     "make_sources",
     "resolve_sources",
 ]
 
 #: Source names this version can run.
-AVAILABLE = ("inotify", "residency", "writeback")
+AVAILABLE = ("inotify", "residency", "tracepoints", "writeback")
 #: Source names of the design that this version does not provide yet.
-_PLANNED = ("tracepoints", "fanotify")
+_PLANNED = ("fanotify",)
+#: The exact set (root): tracepoints report every page; inotify keeps paths current; the
+#: residency source only scans for registrations and after lost events, mirroring the rest.
+_EXACT = ("inotify", "tracepoints", "residency")
 #: The unprivileged set, in the order registration scans run: watches first, so that no
 #: change between the residency scan of a file and the watch on its directory is missed.
 _UNPRIVILEGED = ("inotify", "residency", "writeback")
@@ -58,11 +64,13 @@ def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
         if spec in _SETS:
             return _SETS[spec]
         if spec == "exact":
-            raise SourceUnavailable(
-                errno.ENOTSUP,
-                "the exact source set (kernel tracepoints) is not available in this version;"
-                " use sources='scan'",
-            )
+            if os.geteuid() != 0:
+                raise SourceUnavailable(
+                    errno.EPERM,
+                    "the exact source set reads kernel tracepoints, which needs root"
+                    f" (running as uid {os.geteuid()}); use sources='scan'",
+                )
+            return _EXACT
         raise ValueError(f"unknown source set {spec!r}: use 'auto', 'scan', 'exact' or a list")
     names = tuple(spec)
     if not names:
@@ -75,7 +83,7 @@ def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
         if name not in AVAILABLE:
             raise ValueError(f"unknown source {name!r}; available: {', '.join(AVAILABLE)}")
     names = tuple(dict.fromkeys(names))
-    hinters = [name for name in names if name in _HINTERS]
+    hinters = [name for name in names if name in (*_HINTERS, "tracepoints")]
     if hinters and "residency" not in names:
         raise ValueError(
             f"the {hinters[0]!r} source only tells the 'residency' source what to check:"
@@ -84,7 +92,7 @@ def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(names, key=_ORDER.index))
 
 
-_ORDER = ("inotify", "residency", "writeback")
+_ORDER = ("inotify", "tracepoints", "residency", "writeback")
 
 
 @attrs.frozen
@@ -97,6 +105,8 @@ class SourceOptions:
     """Kernel calls per interval for the periodic residency scan."""
     exclude: Exclusions = attrs.field(factory=Exclusions)
     """Paths no source watches."""
+    trace_buffer_kb: int = 4096
+    """Ring-buffer size per CPU of the tracepoint source's tracefs instance."""
 
 
 def make_sources(names: Sequence[str], sink: Sink, options: SourceOptions) -> list[Source]:
@@ -107,10 +117,15 @@ def make_sources(names: Sequence[str], sink: Sink, options: SourceOptions) -> li
             sources.append(InotifySource(sink, exclude=options.exclude.patterns))
         elif name == "writeback":
             sources.append(WritebackSource(sink))
+        elif name == "tracepoints":
+            sources.append(
+                TracepointSource(sink, buffer_kb=options.trace_buffer_kb, resolve=sink.resolve)
+            )
         elif name == "residency":
             sources.append(
                 ResidencySource(
                     sink,
+                    periodic="tracepoints" not in names,
                     interval=options.interval,
                     budget=options.budget,
                     exclude=options.exclude,

@@ -83,6 +83,10 @@ class Sink:
     overflow: Callable[[str | None], None] = _no_overflow
     """Signals OVERFLOW to the tasks whose scope overlaps a root (all tasks for None)."""
     _checker: Checker | None = attrs.field(default=None, init=False)
+    _mirror: Callable[[Sequence[Observation]], None] | None = attrs.field(default=None, init=False)
+    _resolver: Callable[[int, int], tuple[str, int] | None] | None = attrs.field(
+        default=None, init=False
+    )
 
     @property
     def checker(self) -> Checker | None:
@@ -129,9 +133,27 @@ class Sink:
         for key in self.store.keys_of(dev, ino):
             self.store.forget_relevance(key)
 
-    def ingest(self, observations: Iterable[Observation]) -> None:
-        """Hand observations to every task they are relevant to."""
+    def ingest(self, observations: Sequence[Observation], *, mirror: bool = True) -> None:
+        """Hand observations to every task they are relevant to.
+
+        With a mirror attached (the residency source when another source is the exact one),
+        the mirror learns them too, unless ``mirror`` is False (its own observations).
+        """
         self.store.ingest(observations)
+        if mirror and self._mirror is not None:
+            self._mirror(observations)
+
+    def resolve(self, dev: int, ino: int) -> tuple[str, int] | None:
+        """A path and the generation of an inode no source has a path for (file handles)."""
+        return None if self._resolver is None else self._resolver(dev, ino)
+
+    def attach_resolver(self, resolver: Callable[[int, int], tuple[str, int] | None]) -> None:
+        """Answer :meth:`resolve` with ``resolver`` (the framework, as root)."""
+        self._resolver = resolver
+
+    def attach_mirror(self, mirror: Callable[[Sequence[Observation]], None]) -> None:
+        """Have ``mirror`` learn every observation that other sources hand over."""
+        self._mirror = mirror
 
 
 class Source(Protocol):

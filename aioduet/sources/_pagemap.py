@@ -14,7 +14,7 @@ __all__ = ["and_", "diff", "from_runs", "runs"]
 _ONES = re.compile(b"\x01+")
 
 
-def runs(vector: bytes) -> list[tuple[int, int]]:
+def runs(vector: bytes | bytearray) -> list[tuple[int, int]]:
     """``(first page, count)`` runs of set pages, ascending."""
     return [(m.start(), m.end() - m.start()) for m in _ONES.finditer(vector)]
 
@@ -29,7 +29,7 @@ def from_runs(page_runs: list[tuple[int, int]], pages: int) -> bytes:
     return bytes(vector)
 
 
-def _as_int(vector: bytes) -> int:
+def _as_int(vector: bytes | bytearray) -> int:
     return int.from_bytes(vector, "little")
 
 
@@ -37,7 +37,9 @@ def _as_bytes(value: int, pages: int) -> bytes:
     return value.to_bytes(pages, "little")
 
 
-def diff(old: bytes, new: bytes) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+def diff(
+    old: bytes | bytearray, new: bytes | bytearray
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Runs set in ``new`` but not ``old`` (added), and set in ``old`` but not ``new`` (removed).
 
     Maps of different lengths are compared as if the shorter one were padded with zeros.
@@ -49,7 +51,7 @@ def diff(old: bytes, new: bytes) -> tuple[list[tuple[int, int]], list[tuple[int,
     return runs(_as_bytes(b & ~a, pages)), runs(_as_bytes(a & ~b, pages))
 
 
-def and_(first: bytes, second: bytes) -> bytes:
+def and_(first: bytes | bytearray, second: bytes | bytearray) -> bytes:
     """Pages set in both maps (as long as the shorter one)."""
     pages = min(len(first), len(second))
     return _as_bytes(_as_int(first[:pages]) & _as_int(second[:pages]), pages)

@@ -48,7 +48,7 @@ import random
 import stat
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 import anyio
@@ -83,6 +83,20 @@ _HOT_SHARE = 0.75
 _PAGE = _kernel.PAGE_SIZE
 
 
+def _mark(vector: bytes | bytearray, first: int, count: int, value: bool) -> bytearray:
+    """``vector`` as a bytearray with pages ``[first, first + count)`` set or cleared."""
+    out = vector if isinstance(vector, bytearray) else bytearray(vector)
+    end = first + count
+    if len(out) < end:
+        if not value:
+            end = len(out)
+        else:
+            out.extend(bytes(end - len(out)))
+    if first < end:
+        out[first:end] = (b"\x01" if value else b"\x00") * (end - first)
+    return out
+
+
 def _map_cost(pages: int) -> int:
     return _MAP_COST + pages // _PAGES_PER_UNIT
 
@@ -99,8 +113,8 @@ class _Known:
     gen: int
     path: str
     signature: tuple[int, ...]
-    cached: bytes
-    dirty: bytes
+    cached: bytes | bytearray
+    dirty: bytes | bytearray
     seen: int
     """The walk during which the file was last found at its path."""
     checked: int
@@ -134,7 +148,11 @@ class _Batch:
     last_error: str | None = None
 
     def add_runs(
-        self, out: list[Observation], key: tuple[int, int, int], vector: bytes, event: int
+        self,
+        out: list[Observation],
+        key: tuple[int, int, int],
+        vector: bytes | bytearray,
+        event: int,
     ) -> None:
         out.extend((key, first, count, event) for first, count in _pagemap.runs(vector))
 
@@ -170,6 +188,9 @@ class ResidencySource:
 
     sink: Sink
     interval: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
+    periodic: bool = True
+    """False beside an exact source: registration scans and rescans only, no periodic
+    rounds and no hinted checks, and the maps mirror the exact source's observations."""
     budget: int = attrs.field(default=DEFAULT_BUDGET, validator=attrs.validators.ge(MIN_BUDGET))
     batch_files: int = attrs.field(default=256, validator=attrs.validators.ge(1))
     verify_every: int = attrs.field(default=10, validator=attrs.validators.ge(1))
@@ -205,6 +226,8 @@ class ResidencySource:
 
     def __attrs_post_init__(self) -> None:
         self.sink.attach(self)
+        if not self.periodic:
+            self.sink.attach_mirror(self.mirror)
 
     @property
     def name(self) -> str:
@@ -224,12 +247,14 @@ class ResidencySource:
     # -- hints (the Checker interface) ----------------------------------------------------
 
     def check_paths(self, paths: Iterable[str]) -> None:
-        self._hints.paths.update(dict.fromkeys(paths))
-        self._hinted.set()
+        if self.periodic:  # passive: the exact source reports every change already
+            self._hints.paths.update(dict.fromkeys(paths))
+            self._hinted.set()
 
     def check_tree(self, path: str) -> None:
-        self._hints.trees.append(path)
-        self._hinted.set()
+        if self.periodic:
+            self._hints.trees.append(path)
+            self._hinted.set()
 
     def path_gone(self, path: str) -> None:
         self._hints.gone.append(path)
@@ -240,8 +265,9 @@ class ResidencySource:
         self._hinted.set()
 
     def check_dirty(self) -> None:
-        self._hints.dirty = True
-        self._hinted.set()
+        if self.periodic:
+            self._hints.dirty = True
+            self._hinted.set()
 
     def rescan(self, root: str | None) -> None:
         """Start a walk at once that maps every file in full (the budget still applies)."""
@@ -269,11 +295,45 @@ class ResidencySource:
 
     async def _sweep_loop(self) -> None:
         while True:
+            if not self.periodic:
+                # Passive: rounds only while a rescan asked for after lost observations runs.
+                while not self._verify_walk and self._walk is None:
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
             started = time.monotonic()
             await self.scan_round()
             with anyio.move_on_after(self.interval - (time.monotonic() - started)):
                 await self._wake.wait()
             self._wake = anyio.Event()
+
+    def mirror(self, observations: Sequence[Observation]) -> None:
+        """Learn what the exact source reported, so that a rescan diffs against it.
+
+        In passive mode the maps of known files follow the exact source's observations
+        instead of this source's own checks; files are taken in when their path is known and
+        lies in a scope. A changed map also clears the file's signature, so that its next
+        check (a rescan's) maps it in full.
+        """
+        for key, first, count, event in observations:
+            ident = (key[0], key[1])
+            known = self._known.get(ident)
+            if known is None or known.gen != key[2]:
+                if not event & (_ADDED | _DIRTY):
+                    continue
+                path = next((p for p in self.sink.index.paths(*ident) if self._in_scope(p)), None)
+                if path is None:
+                    continue
+                known = _Known(key[2], path, (), bytearray(), bytearray(), self._walk_id, 0)
+                self._known[ident] = known
+                self._by_path[path] = ident
+            if event & (_ADDED | _REMOVED):
+                known.cached = _mark(known.cached, first, count, bool(event & _ADDED))
+            if event & (_DIRTY | _FLUSHED):
+                known.dirty = _mark(known.dirty, first, count, bool(event & _DIRTY))
+                if event & _DIRTY:
+                    self._dirty.add(ident)
+            known.signature = ()
+            known.regions = None
 
     async def _hint_loop(self) -> None:
         while True:
@@ -399,7 +459,7 @@ class ResidencySource:
         if intro is not None:
             intro.cover(batch.walked)
         if batch.observations:
-            sink.ingest(batch.observations)
+            sink.ingest(batch.observations, mirror=False)
         if batch.intro and intro is not None:
             intro.deliver(batch.intro)
         for dev, ino, gen in batch.gone:
@@ -670,7 +730,8 @@ class ResidencySource:
         """Diff a file's fresh map against the last one, and keep the fresh one."""
         gen, cached, dirty = fresh.gen, fresh.cached, fresh.dirty
         known = self._known.get(ident)
-        old_cached = old_dirty = b""
+        old_cached: bytes | bytearray = b""
+        old_dirty: bytes | bytearray = b""
         if known is not None:
             if known.gen == gen:
                 old_cached, old_dirty = known.cached, known.dirty

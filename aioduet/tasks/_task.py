@@ -37,6 +37,9 @@ class TaskHost(Protocol):
     def release(self, task: Task) -> None:
         """Deregister the task: free its slot and scopes."""
 
+    def locate(self, dev: int, ino: int) -> None:
+        """Refresh the index's paths of an inode where the host can (file handles)."""
+
 
 @attrs.define(eq=False)
 class Task:
@@ -218,14 +221,19 @@ class Task:
             raise anyio.ClosedResourceError
         if uuid == self._root:
             return self.path
-        candidates = [
-            path for path in self._host.index.paths(uuid.dev, uuid.ino) if is_under(path, self.path)
-        ]
+        for attempt in range(2):
+            candidates = [
+                path
+                for path in self._host.index.paths(uuid.dev, uuid.ino)
+                if is_under(path, self.path)
+            ]
+            for path in candidates:
+                if _is_same_file(path, uuid):
+                    return path
+            if attempt == 0:
+                self._host.locate(uuid.dev, uuid.ino)  # by file handle, where it can
         if not candidates:
             raise NotFound(f"no file with {uuid} is known under {self.path}")
-        for path in candidates:
-            if _is_same_file(path, uuid):
-                return path
         raise NotFound(f"the file with {uuid} no longer exists under {self.path}")
 
     # -- lifetime --------------------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""The exact source set (root): kernel tracepoints through the framework, end to end."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from pagecache import opened, read_pages, uuid_of, write_clean
+from taskitems import collect, pages
+
+import aioduet
+import aioduet._framework
+from aioduet import Event, Item, _kernel
+from aioduet.sources import SourceOptions
+
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
+
+INSTANCES = Path("/sys/kernel/tracing/instances")
+MIB64 = (64 << 20) // _kernel.PAGE_SIZE
+
+
+def _instances() -> set[str]:
+    return {p.name for p in INSTANCES.iterdir()} if INSTANCES.is_dir() else set()
+
+
+def _dirty_pages(path: Path) -> set[int]:
+    with opened(path) as fd:
+        size = os.fstat(fd).st_size
+        return {f + k for f, n in _kernel.page_runs(fd, size, "dirty") for k in range(n)}
+
+
+async def test_reads_evictions_writes_and_flushes_are_exact(ext4_dir: Path) -> None:
+    data = write_clean(ext4_dir / "big", MIB64)
+    uuid = uuid_of(data)
+    mask = Event.ADDED | Event.REMOVED | Event.DIRTY | Event.FLUSHED
+    before = _instances()
+    async with aioduet.open_duet("exact") as duet:
+        assert [s.name for s in (await duet.status()).sources] == [
+            "inotify",
+            "tracepoints",
+            "residency",
+        ]
+        task = await duet.register("exact", mask, ext4_dir)
+        await task.wait_scanned()
+        assert len(_instances() - before) == 1
+
+        assert read_pages(data) == MIB64
+        items = await collect(task, lambda got: len(pages(got, uuid, Event.ADDED)) == MIB64)
+        assert sum(i.count for i in items if i.state & Event.ADDED) == MIB64  # no page twice
+        assert await task.get_path(uuid) == str(data)  # found by file handle
+
+        with opened(data) as fd:
+            _kernel.evict(fd)
+        items = await collect(task, lambda got: len(pages(got, uuid, Event.REMOVED)) == MIB64)
+        assert sum(i.count for i in items if i.state & Event.REMOVED) == MIB64
+
+        with opened(data, os.O_WRONLY) as fd:
+            os.pwrite(fd, b"w" * 3 * _kernel.PAGE_SIZE, 40 * _kernel.PAGE_SIZE)
+            dirty = _dirty_pages(data)  # whole folios: what the kernel marks, cross-checked
+            assert {40, 41, 42} <= dirty
+            items = await collect(task, lambda got: pages(got, uuid, Event.DIRTY) == dirty)
+            os.fsync(fd)
+            items = await collect(task, lambda got: pages(got, uuid, Event.FLUSHED) == dirty)
+        assert _dirty_pages(data) == set()
+    assert _instances() == before  # torn down on leaving
+
+
+async def test_lost_events_give_overflow_and_a_converged_view(
+    ext4_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One page of ring buffer per CPU: a page-by-page read overruns it.
+    monkeypatch.setattr(
+        aioduet._framework, "SourceOptions", functools.partial(SourceOptions, trace_buffer_kb=4)
+    )
+    files = [write_clean(ext4_dir / f"f{i}", 256) for i in range(8)]
+    early, late = files[:4], files[4:]
+    view: dict[aioduet.Uuid, set[int]] = {}
+    async with aioduet.open_duet("exact", interval=0.1) as duet:
+        task = await duet.register("lossy", Event.EXISTS, ext4_dir)
+        await task.wait_scanned()
+        for path in early:  # large reads: a few large folios each, nothing lost
+            read_pages(path)
+        uuids = [uuid_of(path) for path in early]
+        got = await collect(
+            task, lambda got: all(len(pages(got, u, Event.ADDED)) == 256 for u in uuids)
+        )
+        _apply(view, got)
+        # Two of the files read above are evicted, and at once, with the loop blocked so
+        # that nothing is drained, a flood overwrites the one-page buffers: the REMOVED
+        # events are lost with the rest, and only a rescan that knows what the task was told
+        # (the residency source mirrors the tracepoints) can report them.
+        for gone in early[:2]:
+            with opened(gone) as evicted:
+                _kernel.evict(evicted)
+        for path in late:
+            with opened(path) as fd:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+                for page in range(0, 256, 2):
+                    os.pread(fd, 1, page * _kernel.PAGE_SIZE)
+        got = await collect(task, lambda got: any(i.state & Event.OVERFLOW for i in got))
+        _apply(view, got)
+        status = await duet.status()
+        tracepoints = next(s for s in status.sources if s.name == "tracepoints")
+        assert tracepoints.lost >= 1 and tracepoints.overflows >= 1
+        passes = next(s for s in status.sources if s.name == "residency").passes
+        with anyio.fail_after(30):
+            # status() has no change notification: poll it, within a bound.
+            while _passes(await duet.status()) <= passes:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        _apply(view, task.fetch_nowait(100_000))
+        for path in files:
+            with opened(path) as fd:
+                truth = _kernel.page_runs(fd, 256 * _kernel.PAGE_SIZE, "cache")
+            expected = {f + k for f, n in truth for k in range(n)}
+            assert view.get(uuid_of(path), set()) == expected, path.name
+
+
+async def test_cancellation_leaves_no_instance(ext4_dir: Path) -> None:
+    before = _instances()
+    with anyio.move_on_after(2) as scope:
+        async with aioduet.open_duet("exact") as duet:
+            task = await duet.register("cancelled", Event.EXISTS, ext4_dir)
+            await task.wait_scanned()
+            assert len(_instances() - before) == 1
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert _instances() == before
+
+
+async def test_exact_needs_root_and_says_so(ext4_dir: Path) -> None:
+    script = """
+import os, anyio, anyio._backends._asyncio, aioduet, aioduet.sources
+os.setgid(65534); os.setuid(65534)  # after the imports: /root, where Python lives, is 0700
+try:
+    aioduet.open_duet("exact")
+except aioduet.SourceUnavailable as exc:
+    print("refused:", exc)
+"""
+    with anyio.fail_after(60):
+        result = await anyio.run_process([sys.executable, "-c", script], check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert "needs root" in result.stdout.decode()
+    assert "sources='scan'" in result.stdout.decode()
+
+
+def _apply(view: dict[aioduet.Uuid, set[int]], items: list[Item]) -> None:
+    for item in items:
+        if item.state & Event.OVERFLOW:
+            continue
+        seen = view.setdefault(item.uuid, set())
+        if item.state & Event.ADDED:
+            seen.update(item.pages)
+        if item.state & Event.REMOVED:
+            seen.difference_update(item.pages)
+
+
+def _passes(status: aioduet.Status) -> int:
+    return next(s for s in status.sources if s.name == "residency").passes
