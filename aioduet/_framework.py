@@ -159,6 +159,11 @@ class Duet:
             answer = held[0].relevant(key[0], key[1], key[2], task.path)
             if answer:
                 self._resolve_inode(key[0], key[1])
+        exclude = self._options.exclude
+        if answer and exclude:
+            # The exact source reports inodes wherever they are: drop the excluded ones.
+            paths = [p for p in self.index.paths(key[0], key[1]) if is_under(p, task.path)]
+            answer = not all(exclude.covers(p, task.path) for p in paths)
         return answer
 
     def _overflow(self, root: str | None) -> None:

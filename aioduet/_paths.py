@@ -50,6 +50,16 @@ class Exclusions:
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
+    def covers(self, path: str, root: str) -> bool:
+        """Whether ``path`` or a directory between it and ``root`` is excluded."""
+        if self._regex is None:
+            return False
+        while path != root and is_under(path, root):
+            if self(path):
+                return True
+            path = path.rpartition("/")[0] or "/"
+        return False
+
     def __call__(self, path: str) -> bool:
         """Whether ``path`` (absolute, normalised) is excluded."""
         regex = self._regex

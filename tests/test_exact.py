@@ -160,3 +160,18 @@ def _apply(view: dict[aioduet.Uuid, set[int]], items: list[Item]) -> None:
 
 def _passes(status: aioduet.Status) -> int:
     return next(s for s in status.sources if s.name == "residency").passes
+
+
+async def test_excluded_paths_stay_out_of_the_exact_set_too(ext4_dir: Path) -> None:
+    kept = write_clean(ext4_dir / "kept", 2)
+    skipped = [write_clean(ext4_dir / "cache" / "inside", 2), write_clean(ext4_dir / "x.tmp", 2)]
+    async with aioduet.open_duet("exact", exclude=["cache", "*.tmp"]) as duet:
+        task = await duet.register("exclude", Event.ADDED, ext4_dir)
+        await task.wait_scanned()
+        for path in skipped:
+            read_pages(path)
+        read_pages(kept)
+        items = await collect(task, lambda got: len(pages(got, uuid_of(kept), Event.ADDED)) == 2)
+        # The tracepoints of the excluded files came first: they were dropped, not delayed.
+        items += task.fetch_nowait(1000)
+        assert {item.uuid for item in items} == {uuid_of(kept)}
