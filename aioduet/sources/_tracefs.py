@@ -480,6 +480,11 @@ class Instance:
             if guard:
                 instance._start_guard()
             _write(f"{path}/buffer_size_kb", str(max(1, buffer_kb)))
+            # Readers are woken as soon as a buffer holds anything, not once half full (the
+            # default): the latency from an event to its task is then the loop's, not the
+            # drain timer's.
+            with contextlib.suppress(FileNotFoundError):
+                _write(f"{path}/buffer_percent", "0")
             missing = []
             for event in events:
                 base = f"{path}/events/{event}"
