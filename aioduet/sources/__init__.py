@@ -114,7 +114,10 @@ def make_sources(names: Sequence[str], sink: Sink, options: SourceOptions) -> li
     sources: list[Source] = []
     for name in names:
         if name == "inotify":
-            sources.append(InotifySource(sink, exclude=options.exclude.patterns))
+            # Beside the tracepoints, inotify only keeps paths current: a read or a write
+            # must not cost an event each (bench/fio_overhead.py).
+            hints = "tracepoints" not in names
+            sources.append(InotifySource(sink, exclude=options.exclude.patterns, hints=hints))
         elif name == "writeback":
             sources.append(WritebackSource(sink))
         elif name == "tracepoints":

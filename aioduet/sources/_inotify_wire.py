@@ -36,6 +36,7 @@ from ..errors import AioduetError
 __all__ = [
     "HEADER_SIZE",
     "HINT_MASK",
+    "PATH_MASK",
     "WATCH_MASK",
     "InotifyWireError",
     "RawEvent",
@@ -87,6 +88,9 @@ WATCH_MASK = (
 )
 """What every directory watch asks for: never through a symlink, only directories, and no
 events for children that are already unlinked."""
+PATH_MASK = WATCH_MASK & ~(IN_ACCESS | IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE)
+"""Only what changes paths (creations, deletions, moves): beside an exact source, which
+reports page changes itself, reads and writes must not cost an event each."""
 _NOT_HINT = 0xFFFFFFFF & ~HINT_MASK
 _MAX_USER_WATCHES = "/proc/sys/fs/inotify/max_user_watches"
 
@@ -307,6 +311,7 @@ def watch_tree(
     root: str,
     excluded: Exclusions | None = None,
     stop: threading.Event | None = None,
+    mask: int = WATCH_MASK,
 ) -> Setup:
     """Watch ``root`` and every directory below it on root's filesystem (like ``find -xdev``).
 
@@ -327,7 +332,7 @@ def watch_tree(
             break
         path = stack.pop()
         try:
-            wd = add_watch(fd, path)
+            wd = add_watch(fd, path, mask)
         except (FileNotFoundError, NotADirectoryError):
             setup.vanished += 1
             continue

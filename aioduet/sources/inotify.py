@@ -64,6 +64,8 @@ class InotifySource:
             paths are still kept current) and where lost observations are reported.
         exclude: fnmatch patterns matched against each absolute path and each base name;
             matching directories are not watched and events for matching files are dropped.
+        hints: watch reads, writes and attribute changes too (the default); False watches
+            only creations, deletions and moves, for use beside an exact source.
         read_size: bytes per ``read(2)`` of the inotify fd.
         reads_per_wakeup: reads at most per wake-up, so that other tasks get the loop.
         move_grace: seconds an ``IN_MOVED_FROM`` whose ``IN_MOVED_TO`` has not been read yet
@@ -78,6 +80,8 @@ class InotifySource:
 
     sink: Sink
     exclude: tuple[str, ...] = attrs.field(default=(), converter=_patterns)
+    hints: bool = True
+    """False beside an exact source: watch only what changes paths (no read/write events)."""
     read_size: int = attrs.field(default=1 << 17, validator=attrs.validators.ge(4096))
     reads_per_wakeup: int = attrs.field(default=4, validator=attrs.validators.ge(1))
     move_grace: float = attrs.field(default=0.01, validator=attrs.validators.ge(0))
@@ -406,7 +410,12 @@ class InotifySource:
         """Watch the tree at ``root``; returns root's path now (it may have been renamed)."""
         since = len(self._moves)
         setup = await anyio.to_thread.run_sync(
-            wire.watch_tree, self._fd, root, self._exclusions, self._stop
+            wire.watch_tree,
+            self._fd,
+            root,
+            self._exclusions,
+            self._stop,
+            wire.WATCH_MASK if self.hints else wire.PATH_MASK,
         )
         moves = self._moves[since:]
 
