@@ -29,3 +29,20 @@ async def collect(
         while not until(items):
             items += await task.fetch()
     return items
+
+
+def apply_exists(view: dict[Uuid, set[int]], items: list[Item]) -> None:
+    """Update an EXISTS task's picture of the cache (pages per file) with ``items``."""
+    for item in items:
+        if item.state & Event.OVERFLOW:
+            continue
+        cached = view.setdefault(item.uuid, set())
+        if item.state & Event.ADDED:
+            cached.update(item.pages)
+        if item.state & Event.REMOVED:
+            cached.difference_update(item.pages)
+
+
+def residency_passes(status: aioduet.Status) -> int:
+    """Complete walks of the residency source so far."""
+    return next(s for s in status.sources if s.name == "residency").passes

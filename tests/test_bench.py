@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from benchrun import run_bench
 
 
 def test_store_ingest_benchmark_runs_and_reports_json() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "store_ingest.py"),
-            "--pages",
-            "4000",
-            "--files",
-            "40",
-            "--repeat",
-            "1",
-            "--memory-files",
-            "20",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
+    report = run_bench(
+        "store_ingest.py",
+        "--pages",
+        "4000",
+        "--files",
+        "40",
+        "--repeat",
+        "1",
+        "--memory-files",
+        "20",
     )
-    report = json.loads(result.stdout)
     assert set(report["scenarios"]) == {"single_pages", "runs", "churn", "drain"}
     for scenario in report["scenarios"].values():
         assert scenario["seconds"] > 0 and scenario["ratio_vs_naive"] > 0

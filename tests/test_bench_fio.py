@@ -4,28 +4,15 @@ Needs fio (``.ci/run`` installs it) and root (the exact set)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchrun import run_bench
 
 
 def test_fio_overhead_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            *(sys.executable, str(ROOT / "bench" / "fio_overhead.py")),
-            *("--runtime", "1", "--repeat", "1", "--size", "8M", "--dir", str(tmp_path)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    report = run_bench(
+        "fio_overhead.py", "--runtime", "1", "--repeat", "1", "--size", "8M", "--dir", str(tmp_path)
     )
-    report = json.loads(result.stdout)
     assert report["benchmark"] == "fio_overhead"
     assert report["parameters"]["sources"] == "exact"
     assert set(report["workloads"]) == {"randread", "seqwrite"}

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from benchrun import run_bench
 
 
 def test_inotify_rate_benchmark_runs_and_reports_json() -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run(
-        [
-            *(sys.executable, str(ROOT / "bench" / "inotify_rate.py")),
-            *("--seconds", "0.2", "--rates", "20000,0", "--files", "2"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-        env=env,
-    )
-    report = json.loads(result.stdout)
+    report = run_bench("inotify_rate.py", "--seconds", "0.2", "--rates", "20000,0", "--files", "2")
     assert report["benchmark"] == "inotify_rate"
     assert set(report["readers"]) == {"bare", "source", "pyinotify"}
     for summary in report["readers"].values():

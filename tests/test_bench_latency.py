@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchrun import run_bench
 
 
 def test_exact_latency_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            *(sys.executable, str(ROOT / "bench" / "exact_latency.py")),
-            *("--pages", "50", "--gap", "0.001", "--dir", str(tmp_path)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    report = run_bench(
+        "exact_latency.py", "--pages", "50", "--gap", "0.001", "--dir", str(tmp_path)
     )
-    report = json.loads(result.stdout)
     assert report["benchmark"] == "exact_latency"
     assert report["sources"] == ["inotify", "tracepoints", "residency"]
     assert report["pages_read"] == 50 and report["pages_reported"] > 0

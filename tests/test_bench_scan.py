@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchrun import run_bench
 
 
 def test_scan_tree_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "scan_tree.py"),
-            "--files",
-            "200",
-            "--repeat",
-            "1",
-            "--base",
-            "/tmp",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    report = json.loads(result.stdout)
+    report = run_bench("scan_tree.py", "--files", "200", "--repeat", "1", "--base", "/tmp")
     assert report["benchmark"] == "scan_tree"
     assert report["parameters"]["files"] == 200 and report["parameters"]["made"]
     assert not Path(report["parameters"]["tree"]).exists()  # made fresh, then removed

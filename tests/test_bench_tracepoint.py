@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).parent.parent / "bench" / "tracepoint_rate.py"
+from benchrun import run_bench
 
 
 def test_tracepoint_rate_json_shape() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--pages", "256", "--rounds", "1", "--buffer-kb", "1024"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
+    result = run_bench(
+        "tracepoint_rate.py", "--pages", "256", "--rounds", "1", "--buffer-kb", "1024"
     )
-    result = json.loads(done.stdout)
     assert result["benchmark"] == "tracepoint_rate"
     assert result["lost"] == 0
     assert result["events"] >= result["expected_events"] == 512

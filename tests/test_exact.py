@@ -10,11 +10,11 @@ from pathlib import Path
 import anyio
 import pytest
 from pagecache import opened, read_pages, uuid_of, write_clean
-from taskitems import collect, pages
+from taskitems import apply_exists, collect, pages, residency_passes
 
 import aioduet
 import aioduet._framework
-from aioduet import Event, Item, _kernel
+from aioduet import Event, _kernel
 from aioduet.sources import SourceOptions
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
@@ -88,7 +88,7 @@ async def test_lost_events_give_overflow_and_a_converged_view(
         got = await collect(
             task, lambda got: all(len(pages(got, u, Event.ADDED)) == 256 for u in uuids)
         )
-        _apply(view, got)
+        apply_exists(view, got)
         # Two of the files read above are evicted, and at once, with the loop blocked so
         # that nothing is drained, a flood overwrites the one-page buffers: the REMOVED
         # events are lost with the rest, and only a rescan that knows what the task was told
@@ -102,16 +102,16 @@ async def test_lost_events_give_overflow_and_a_converged_view(
                 for page in range(0, 256, 2):
                     os.pread(fd, 1, page * _kernel.PAGE_SIZE)
         got = await collect(task, lambda got: any(i.state & Event.OVERFLOW for i in got))
-        _apply(view, got)
+        apply_exists(view, got)
         status = await duet.status()
         tracepoints = next(s for s in status.sources if s.name == "tracepoints")
         assert tracepoints.lost >= 1 and tracepoints.overflows >= 1
         passes = next(s for s in status.sources if s.name == "residency").passes
         with anyio.fail_after(30):
             # status() has no change notification: poll it, within a bound.
-            while _passes(await duet.status()) <= passes:  # noqa: ASYNC110
+            while residency_passes(await duet.status()) <= passes:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
-        _apply(view, task.fetch_nowait(100_000))
+        apply_exists(view, task.fetch_nowait(100_000))
         for path in files:
             with opened(path) as fd:
                 truth = _kernel.page_runs(fd, 256 * _kernel.PAGE_SIZE, "cache")
@@ -145,21 +145,6 @@ except aioduet.SourceUnavailable as exc:
     assert result.returncode == 0, result.stderr.decode()
     assert "needs root" in result.stdout.decode()
     assert "sources='scan'" in result.stdout.decode()
-
-
-def _apply(view: dict[aioduet.Uuid, set[int]], items: list[Item]) -> None:
-    for item in items:
-        if item.state & Event.OVERFLOW:
-            continue
-        seen = view.setdefault(item.uuid, set())
-        if item.state & Event.ADDED:
-            seen.update(item.pages)
-        if item.state & Event.REMOVED:
-            seen.difference_update(item.pages)
-
-
-def _passes(status: aioduet.Status) -> int:
-    return next(s for s in status.sources if s.name == "residency").passes
 
 
 async def test_excluded_paths_stay_out_of_the_exact_set_too(ext4_dir: Path) -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 import anyio
 import pytest
 from pagecache import opened, read_pages, uuid_of, write_clean
-from taskitems import collect, has, pages
+from taskitems import apply_exists, collect, has, pages, residency_passes
 
 import aioduet
-from aioduet import Event, Item, _kernel
+from aioduet import Event, _kernel
 
 pytestmark = pytest.mark.anyio
 
@@ -144,11 +144,11 @@ async def test_an_inotify_overflow_gives_overflow_and_the_view_converges(
     async with aioduet.open_duet(sources="scan", interval=NO_PERIODIC_SCAN) as duet:
         task = await duet.register("flood", Event.EXISTS, ext4_dir)
         await task.wait_scanned()
-        passes = _passes(await duet.status())
+        passes = residency_passes(await duet.status())
         for path in files[:20]:
             read_pages(path)
         got = await collect(task, lambda got: len({i.uuid for i in got}) == 20)
-        _apply(view, got)
+        apply_exists(view, got)
 
         # Block the event loop while more events than the queue holds are produced, so the
         # reader cannot keep up: reads alternate between files (inotify merges identical
@@ -164,12 +164,12 @@ async def test_an_inotify_overflow_gives_overflow_and_the_view_converges(
                 os.close(fd)
 
         got = await collect(task, lambda got: any(i.state & Event.OVERFLOW for i in got))
-        _apply(view, got)
+        apply_exists(view, got)
         status = await duet.status()
         inotify = next(s for s in status.sources if s.name == "inotify")
         assert inotify.overflows >= 1
         await _wait_passes(duet, passes + 1)  # the rescan, a full walk
-        _apply(view, task.fetch_nowait(100_000))
+        apply_exists(view, task.fetch_nowait(100_000))
         for path in files:
             with opened(path) as fd:
                 truth = set(_kernel.page_runs(fd, 4 * _kernel.PAGE_SIZE, "cache"))
@@ -183,26 +183,10 @@ def _inotify_queue_size() -> int:
     return int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
 
 
-def _apply(view: dict[aioduet.Uuid, set[int]], items: list[Item]) -> None:
-    """An EXISTS task's picture of the cache, item by item."""
-    for item in items:
-        if item.state & Event.OVERFLOW:
-            continue
-        pages_ = view.setdefault(item.uuid, set())
-        if item.state & Event.ADDED:
-            pages_.update(item.pages)
-        if item.state & Event.REMOVED:
-            pages_.difference_update(item.pages)
-
-
-def _passes(status: aioduet.Status) -> int:
-    return next(s for s in status.sources if s.name == "residency").passes
-
-
 async def _wait_passes(duet: aioduet.Duet, passes: int) -> None:
     with anyio.fail_after(30):
         # status() has no change notification: poll it, within a bound.
-        while _passes(await duet.status()) < passes:  # noqa: ASYNC110
+        while residency_passes(await duet.status()) < passes:  # noqa: ASYNC110
             await anyio.sleep(0.05)
 
 
@@ -285,7 +269,7 @@ async def test_excluded_paths_are_neither_watched_nor_scanned(ext4_dir: Path) ->
         read_pages(kept)
         items = await collect(task, lambda got: has(got, uuid_of(kept), Event.ADDED))
         # Two more complete walks: nothing of the excluded paths may come.
-        await _wait_passes(duet, _passes(await duet.status()) + 2)
+        await _wait_passes(duet, residency_passes(await duet.status()) + 2)
         items += task.fetch_nowait(1000)
         assert {item.uuid for item in items} == {uuid_of(kept)}
     with pytest.raises(TypeError, match="list of patterns"):
