@@ -123,24 +123,28 @@ class Duet:
     def _resolve_inode(self, dev: int, ino: int) -> tuple[str, int] | None:
         """A path under some task's root, and the generation, of an inode; learnt by the index."""
         for resolver, _count in self._resolvers.values():
-            if resolver.dev != dev:
-                continue
-            path = resolver.resolve(dev, ino)
-            if path is None:
-                continue
-            gen = resolver.generation(dev, ino)
-            if gen is None:
-                continue
-            self.index.add(dev, ino, path, 1)
-            return path, gen
+            path = self._learn_path(resolver, dev, ino)
+            gen = None if path is None else resolver.generation(dev, ino)
+            if gen is not None:
+                assert path is not None
+                return path, gen
         return None
+
+    def _learn_path(self, resolver: HandleResolver, dev: int, ino: int) -> str | None:
+        """The inode's path under the resolver's root, by file handle, added to the index."""
+        if resolver.dev != dev:
+            return None
+        path = resolver.resolve(dev, ino)
+        if path is not None:
+            self.index.add(dev, ino, path, 1)
+        return path
 
     def locate(self, dev: int, ino: int) -> None:
         """Look an inode up again by file handle (a task's ``get_path`` found no good path)."""
         for resolver, _count in self._resolvers.values():
             if resolver.dev == dev:
                 resolver.invalidate(dev, ino)
-        self._resolve_inode(dev, ino)
+            self._learn_path(resolver, dev, ino)
 
     # -- store callbacks -------------------------------------------------------------------
 
@@ -157,8 +161,8 @@ class Duet:
             # An inode no source has a path for (exact set): ask its file handle, and learn
             # the path for get_path.
             answer = held[0].relevant(key[0], key[1], key[2], task.path)
-            if answer:
-                self._resolve_inode(key[0], key[1])
+            if answer:  # learn the path (for get_path); the generation is not needed here
+                self._learn_path(held[0], key[0], key[1])
         exclude = self._options.exclude
         if answer and exclude:
             # The exact source reports inodes wherever they are: drop the excluded ones.

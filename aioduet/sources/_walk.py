@@ -20,8 +20,8 @@ class Walk:
 
     Iterating yields ``(path, inode number, device)``; the device is the root's, since the
     walk never leaves it. Symlinks are not followed, so loops cannot trap it; entries that
-    vanish and directories that cannot be read are skipped (the latter counted in
-    :attr:`unreadable`). The walk can stop after any file and go on later, from another
+    vanish and directories that cannot be read are skipped (the latter listed in
+    :attr:`denied`). The walk can stop after any file and go on later, from another
     thread too (never from two at once). :attr:`cost` counts its kernel calls: one per
     directory listed and one per subdirectory (its device is checked).
     """
@@ -29,7 +29,6 @@ class Walk:
     roots: Iterable[str]
     excluded: Callable[[str], bool] = _never
     cost: int = 0
-    unreadable: int = 0
     denied: list[str] = attrs.field(factory=list)
     """Directories that could not be listed since the caller last emptied this list."""
     _files: Iterator[tuple[str, int, int]] | None = attrs.field(default=None, init=False)
@@ -56,7 +55,6 @@ class Walk:
                 except (FileNotFoundError, NotADirectoryError):
                     continue
                 except PermissionError:
-                    self.unreadable += 1
                     self.denied.append(directory)
                     continue
                 with scanner:

@@ -275,10 +275,6 @@ class ResidencySource:
         self._walk = None
         self._wake.set()
 
-    def request_pass(self) -> None:
-        """Start the next round of the periodic scan now instead of at the interval's end."""
-        self._wake.set()
-
     # -- running -------------------------------------------------------------------------
 
     async def run(
@@ -751,10 +747,11 @@ class ResidencySource:
         if intro:
             batch.add_runs(batch.intro, key, _pagemap.and_(old_cached, cached), _ADDED)
             batch.add_runs(batch.intro, key, _pagemap.and_(old_dirty, dirty), _DIRTY)
-        if cached.count(1) or dirty.count(1):
+        has_dirty = bool(dirty.count(1))
+        if has_dirty or cached.count(1):
             self._known[ident] = fresh
             self._by_path[fresh.path] = ident
-            if dirty.count(1) or fresh.signature[4]:  # dirty or under writeback
+            if has_dirty or fresh.signature[4]:  # dirty or under writeback
                 self._dirty.add(ident)
             else:
                 self._dirty.discard(ident)
