@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--sources",
         default="auto",
-        help="'auto', 'scan', or source names, comma-separated (default auto)",
+        help="'auto' (exact where it can run), 'scan', 'exact', or source names, comma-separated",
     )
     watch.add_argument(
         "--duration",

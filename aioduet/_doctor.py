@@ -29,7 +29,7 @@ import attrs
 
 from . import _kernel
 from .errors import ResidencyUnknown
-from .sources import AVAILABLE, resolve_sources
+from .sources import AVAILABLE, auto_sources
 from .sources._procfs import CounterFormatError, parse_meminfo, parse_vmstat
 
 __all__ = [
@@ -676,14 +676,7 @@ def _exact(privileged: tuple[bool, str], tracefs: Check, tracepoints: Check) -> 
         return Check("exact", "unavailable", "; ".join(reasons), "; ".join(fixes))
     ready = "root, tracefs " + ("mounted" if tracefs.status == "ok" else "mountable")
     ready += f" and all {len(TRACEPOINTS)} events are here"
-    if "tracepoints" in AVAILABLE:
-        return Check("exact", "ok", f"usable: {ready}")
-    return Check(
-        "exact",
-        "unavailable",
-        f"the kernel side is ready ({ready}), but the tracepoints source is not in this version",
-        "none on this machine: the exact set comes with the tracepoints source",
-    )
+    return Check("exact", "ok", f"usable: {ready}")
 
 
 def run_checks(
@@ -718,7 +711,8 @@ def run_checks(
         check_writeback(proc),
     ]
     exact = _exact(_privilege(proc, euid), tracefs, tracepoints)
-    auto = resolve_sources("auto")
+    # As open_duet("auto") would choose, judged without mounting anything.
+    auto = auto_sources(None if exact.status == "ok" else exact.detail)
     blocked = [check.name for check in needed if check.status == "unavailable"]
     names = "+".join(auto)
     if blocked:
@@ -729,15 +723,13 @@ def run_checks(
             f"see the {', '.join(blocked)} row{'s' if len(blocked) > 1 else ''}",
         )
     elif "tracepoints" in auto:
-        auto_check = Check("auto", "ok", f"{names}: the exact source, as root with tracefs")
+        auto_check = Check("auto", "ok", f"{names}: the exact set, as root with tracefs")
     else:
-        if exact.status == "ok":
-            why = "ask for sources='exact' to use the tracepoints: auto does not pick it yet"
-        else:
-            why = "the exact set needs root, tracefs and the page-cache events"
-            if "tracepoints" not in AVAILABLE:
-                why += ", and its tracepoints source is not in this version"
-        auto_check = Check("auto", "ok", f"{names}, the unprivileged set ({why})")
+        auto_check = Check(
+            "auto",
+            "ok",
+            f"{names}, the unprivileged set (the exact set is unavailable: see its row)",
+        )
     checks = (
         check_root(proc, euid),
         tracefs,

@@ -271,6 +271,11 @@ class Duet:
         )
 
     @property
+    def source_names(self) -> tuple[str, ...]:
+        """The sources this framework runs (what ``sources="auto"`` chose, for example)."""
+        return self._source_names
+
+    @property
     def running(self) -> bool:
         """Whether the framework is open."""
         return self._state == "open"
@@ -421,8 +426,9 @@ def open_duet(
     """Make an embedded framework; use it with ``async with``.
 
     Args:
-        sources: ``"auto"`` (the best set usable here), ``"scan"`` (the unprivileged set),
-            ``"exact"`` (kernel tracepoints, root), or a list of source names.
+        sources: ``"auto"`` (the exact set where it can run, else the unprivileged set, with
+            the reason logged at INFO), ``"scan"`` (the unprivileged set), ``"exact"``
+            (kernel tracepoints: root, tracefs), or a list of source names.
         max_tasks: the most tasks registered at once (Duet's default is 8; at most 64).
         interval: seconds between two rounds of the periodic residency scan.
         budget: kernel calls per interval the periodic residency scan may make (three per
@@ -434,8 +440,8 @@ def open_duet(
 
     Raises:
         ValueError: an unknown source name or set, or ``max_tasks`` out of range.
-        SourceUnavailable: a requested source cannot run here: at once for sources this
-            version lacks (``"exact"``), on entering for kernel interfaces missing here.
+        SourceUnavailable: a requested source cannot run here: at once for ``"exact"``
+            without root or tracefs, on entering for kernel interfaces missing here.
     """
     if not 1 <= max_tasks <= 64:
         raise ValueError(f"max_tasks must be between 1 and 64, not {max_tasks}")

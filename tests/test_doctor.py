@@ -16,7 +16,7 @@ import pytest
 
 from aioduet import _cli, _doctor
 from aioduet._doctor import TRACEPOINTS, Report, run_checks
-from aioduet.sources import AVAILABLE, resolve_sources
+from aioduet.sources import resolve_sources
 
 NAMES = [
     "root",
@@ -32,9 +32,9 @@ NAMES = [
     "auto",
 ]
 #: What ``sources="auto"`` resolves to in this version (the doctor must say the same).
-AUTO = list(resolve_sources("auto"))
+EXACT = ["inotify", "tracepoints", "residency"]
+UNPRIVILEGED = list(resolve_sources("scan"))
 #: Whether this version has the exact source (the doctor then judges it usable or not).
-EXACT_BUILT = "tracepoints" in AVAILABLE
 MOUNT = "mount -t tracefs nodev /sys/kernel/tracing"
 
 
@@ -94,20 +94,12 @@ def test_this_machine_as_root_agrees_with_proc_and_sys() -> None:
         assert "REMOVED items will come that nobody caused" in report["kdamond"].detail
     else:
         assert report["kdamond"].status == "ok"
-    assert report.auto == tuple(AUTO)
     assert report.runnable
     assert report["auto"].status == "ok"
     kernel_ready = report["tracepoints"].status == "ok"
-    if EXACT_BUILT:
-        assert (report["exact"].status == "ok") == kernel_ready
-    else:
-        assert (
-            "the exact set needs root, tracefs and the page-cache events" in report["auto"].detail
-        )
-        assert report["exact"].status == "unavailable"
-        if kernel_ready:
-            assert "the kernel side is ready" in report["exact"].detail
-        assert "not in this version" in report["exact"].detail
+    assert (report["exact"].status == "ok") == kernel_ready
+    # Doctor judges as open_duet("auto") chooses (the check mounts tracefs as root).
+    assert report.auto == resolve_sources("auto") == tuple(EXACT if kernel_ready else UNPRIVILEGED)
 
 
 NOBODY = """
@@ -147,7 +139,8 @@ def test_as_nobody_the_exact_set_is_unavailable_and_says_why() -> None:
     if _kdamond_threads():  # DAMON's sysfs files are 0600
         assert checks["kdamond"]["status"] == "warning"
         assert "may evict" in checks["kdamond"]["detail"]
-    assert output["auto"] == AUTO
+    assert output["auto"] == UNPRIVILEGED
+    assert "the exact set is unavailable" in checks["auto"]["detail"]
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -171,7 +164,7 @@ def test_python_m_aioduet_doctor_json_has_the_documented_shape() -> None:
         assert check["status"] in ("ok", "warning", "unavailable")
         assert isinstance(check["detail"], str) and "\n" not in check["detail"]
         assert (check["fix"] is None) == (check["status"] == "ok")
-    assert output["auto"] == AUTO
+    assert output["auto"] == list(resolve_sources("auto"))
 
 
 def test_python_m_aioduet_doctor_prints_an_aligned_table() -> None:
@@ -184,7 +177,7 @@ def test_python_m_aioduet_doctor_prints_an_aligned_table() -> None:
     assert len(detail_columns) == 1  # every finding starts in the same column
     fixes = [line for line in lines if line.lstrip().startswith("fix: ")]
     assert {len(line) - len(line.lstrip()) for line in fixes} == detail_columns
-    assert lines[-1] == f"sources='auto' runs {'+'.join(AUTO)} here"
+    assert lines[-1] == f"sources='auto' runs {'+'.join(resolve_sources('auto'))} here"
 
 
 def test_the_command_line_does_not_import_the_doctor_at_start_up() -> None:
@@ -484,4 +477,4 @@ def test_cli_exit_code_1_when_the_unprivileged_set_cannot_run(
     assert "cachestat    unavailable  the call fails on Linux 6.18" in out
     assert out.splitlines()[-1].startswith("the unprivileged sources cannot run here")
     assert _cli.main(["doctor", "--json"]) == 1
-    assert json.loads(capsys.readouterr().out)["auto"] == AUTO
+    assert json.loads(capsys.readouterr().out)["auto"] == list(resolve_sources("auto"))

@@ -143,8 +143,28 @@ except aioduet.SourceUnavailable as exc:
     with anyio.fail_after(60):
         result = await anyio.run_process([sys.executable, "-c", script], check=False)
     assert result.returncode == 0, result.stderr.decode()
-    assert "needs root" in result.stdout.decode()
+    assert "need root (running as uid 65534)" in result.stdout.decode()
     assert "sources='scan'" in result.stdout.decode()
+
+
+async def test_auto_prefers_the_exact_set_as_root() -> None:
+    assert aioduet.open_duet("auto").source_names == ("inotify", "tracepoints", "residency")
+
+
+async def test_auto_falls_back_for_others_and_logs_why(ext4_dir: Path) -> None:
+    script = """
+import logging, os, anyio, anyio._backends._asyncio, aioduet, aioduet.sources
+os.setgid(65534); os.setuid(65534)
+logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
+print("chose", "+".join(aioduet.open_duet("auto").source_names))
+"""
+    with anyio.fail_after(60):
+        result = await anyio.run_process([sys.executable, "-c", script], check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().split() == ["chose", "inotify+residency+writeback"]
+    log = result.stderr.decode()
+    assert "aioduet INFO sources='auto': the unprivileged set inotify+residency+writeback" in log
+    assert "the tracepoints need root (running as uid 65534)" in log
 
 
 async def test_excluded_paths_stay_out_of_the_exact_set_too(ext4_dir: Path) -> None:

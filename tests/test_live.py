@@ -261,7 +261,7 @@ async def test_excluded_paths_are_neither_watched_nor_scanned(ext4_dir: Path) ->
     skipped = [write_clean(ext4_dir / "cache" / "inside", 2), write_clean(ext4_dir / "x.tmp", 2)]
     for path in skipped:
         read_pages(path)  # cached before registration: the scan would report them
-    async with aioduet.open_duet(interval=0.05, exclude=["cache", "*.tmp"]) as duet:
+    async with aioduet.open_duet("scan", interval=0.05, exclude=["cache", "*.tmp"]) as duet:
         task = await duet.register("exclude", Event.EXISTS, ext4_dir)
         await task.wait_scanned()
         for path in skipped:

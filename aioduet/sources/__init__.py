@@ -7,6 +7,7 @@ tasks behind them.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from collections.abc import Sequence
 
@@ -17,7 +18,7 @@ from ..errors import SourceUnavailable
 from ._base import Checker, Introduction, PathNote, Sink, Source
 from .inotify import InotifySource
 from .residency import DEFAULT_BUDGET, MIN_BUDGET, ResidencySource
-from .tracepoints import TracepointSource
+from .tracepoints import TracepointSource, unavailable_reason
 from .writeback import WritebackSource
 
 __all__ = [
@@ -34,9 +35,12 @@ __all__ = [
     "SourceOptions",
     "TracepointSource",
     "WritebackSource",
+    "auto_sources",
     "make_sources",
     "resolve_sources",
 ]
+
+logger = logging.getLogger("aioduet")
 
 #: Source names this version can run.
 AVAILABLE = ("inotify", "residency", "tracepoints", "writeback")
@@ -48,27 +52,45 @@ _EXACT = ("inotify", "tracepoints", "residency")
 #: The unprivileged set, in the order registration scans run: watches first, so that no
 #: change between the residency scan of a file and the watch on its directory is missed.
 _UNPRIVILEGED = ("inotify", "residency", "writeback")
-_SETS = {"auto": _UNPRIVILEGED, "scan": _UNPRIVILEGED}
+_SETS = {"scan": _UNPRIVILEGED}
 #: Sources that only tell the residency scanner what to check.
 _HINTERS = ("inotify", "writeback")
 
 
+def auto_sources(exact_reason: str | None) -> tuple[str, ...]:
+    """The set ``"auto"`` stands for: the exact set when nothing stands against it."""
+    return _UNPRIVILEGED if exact_reason else _EXACT
+
+
 def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
     """Turn ``open_duet(sources=...)`` into source names.
+
+    ``"auto"`` is the exact set where it can run (root, tracefs, the page-cache events; as
+    root this mounts tracefs when it is absent), else the unprivileged set; the reason for
+    falling back is logged (logger ``aioduet``, level INFO).
 
     Raises:
         ValueError: an unknown set or source name, or an empty list.
         SourceUnavailable: ``"exact"`` or a planned source this version cannot run yet.
     """
     if isinstance(spec, str):
+        if spec == "auto":
+            reason = unavailable_reason()
+            if reason:
+                logger.info(
+                    "sources='auto': the unprivileged set %s, not the exact one: %s",
+                    "+".join(_UNPRIVILEGED),
+                    reason,
+                )
+            return auto_sources(reason)
         if spec in _SETS:
             return _SETS[spec]
         if spec == "exact":
-            if os.geteuid() != 0:
+            reason = unavailable_reason()
+            if reason:
+                code = errno.EPERM if os.geteuid() != 0 else errno.ENOTSUP
                 raise SourceUnavailable(
-                    errno.EPERM,
-                    "the exact source set reads kernel tracepoints, which needs root"
-                    f" (running as uid {os.geteuid()}); use sources='scan'",
+                    code, f"the exact source set cannot run here: {reason}; use sources='scan'"
                 )
             return _EXACT
         raise ValueError(f"unknown source set {spec!r}: use 'auto', 'scan', 'exact' or a list")

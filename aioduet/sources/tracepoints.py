@@ -54,7 +54,7 @@ from ._base import Introduction, Sink
 from ._counters import SourceCounters
 from ._scopes import Scopes
 
-__all__ = ["EVENTS", "TracepointSource"]
+__all__ = ["EVENTS", "TracepointSource", "unavailable_reason"]
 
 ADD = "filemap/mm_filemap_add_to_page_cache"
 DELETE = "filemap/mm_filemap_delete_from_page_cache"
@@ -77,6 +77,23 @@ _ADDED, _REMOVED = int(Event.ADDED), int(Event.REMOVED)
 _DIRTY, _FLUSHED = int(Event.DIRTY), int(Event.FLUSHED)
 _KEY_CACHE = 1 << 16
 _PAGES_PER_WAKEUP = 256
+
+
+def unavailable_reason(tracefs: str = _tracefs.TRACEFS) -> str | None:
+    """Why the tracepoints source cannot run here, or None when it can.
+
+    As root this mounts tracefs when it is absent, as the source itself would.
+    """
+    if os.geteuid() != 0:
+        return f"the tracepoints need root (running as uid {os.geteuid()})"
+    try:
+        _tracefs.mount_tracefs(tracefs)
+    except SourceUnavailable as exc:
+        return exc.strerror or str(exc)
+    missing = [event for event in (ADD, DELETE) if not os.path.isdir(f"{tracefs}/events/{event}")]
+    if missing:
+        return f"the kernel lacks the page-cache events {', '.join(missing)}"
+    return None
 
 
 def _bdi_name(st_dev: int) -> str | None:

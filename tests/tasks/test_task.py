@@ -254,7 +254,7 @@ async def test_cancelled_consumer_releases_its_task(ext4_dir: Path) -> None:
 
 async def test_status_lists_tasks_sources_and_store(ext4_dir: Path) -> None:
     data = write_clean(ext4_dir / "data", 4)
-    async with aioduet.open_duet(interval=INTERVAL, max_tasks=3) as duet:
+    async with aioduet.open_duet("scan", interval=INTERVAL, max_tasks=3) as duet:
         task = await duet.register("listed", Event.ADDED, ext4_dir)
         await task.wait_scanned()
         read_pages(data)
