@@ -29,7 +29,7 @@ import attrs
 
 from . import _kernel
 from .errors import ResidencyUnknown
-from .sources import AVAILABLE, auto_sources
+from .sources import auto_sources
 from .sources._procfs import CounterFormatError, parse_meminfo, parse_vmstat
 
 __all__ = [
@@ -554,12 +554,12 @@ def check_fanotify(proc: str = "/proc", euid: int | None = None) -> Check:
             "check the kernel configuration for CONFIG_FANOTIFY=y",
         )
     version_tuple = _kernel_version(proc)
-    if version_tuple is not None and version_tuple < (5, 9):
+    if version_tuple is not None and version_tuple < (5, 17):
         return Check(
             "fanotify",
             "unavailable",
-            f"{version} lacks FAN_REPORT_DFID_NAME (Linux 5.9)",
-            "upgrade to Linux 5.9 or later",
+            f"{version} lacks FAN_RENAME and FAN_REPORT_TARGET_FID (Linux 5.17)",
+            "upgrade to Linux 5.17 or later",
         )
     usable, why = _privilege(proc, euid)
     if not usable:
@@ -571,11 +571,11 @@ def check_fanotify(proc: str = "/proc", euid: int | None = None) -> Check:
         )
     groups = _read(f"{proc}/sys/fs/fanotify/max_user_groups") or "unknown"
     marks = _read(f"{proc}/sys/fs/fanotify/max_user_marks") or "unknown"
-    later = "" if "fanotify" in AVAILABLE else "; the fanotify source is not in this version"
     return Check(
         "fanotify",
         "ok",
-        f"usable as root (max_user_groups {groups}, max_user_marks {marks}){later}",
+        f"usable as root (max_user_groups {groups}, max_user_marks {marks}): sources="
+        "['fanotify', 'residency', 'writeback'] watch trees too big for inotify's watches",
     )
 
 

@@ -475,3 +475,123 @@ def open_by_handle_at(mount_fd: int, handle_type: int, handle: bytes, flags: int
     if fd < 0:
         _raise_for_handle(ctypes.get_errno(), "open_by_handle_at")
     return fd
+
+
+# -- fanotify (added for aioduet.sources.fanotify) -------------------------------------
+# fanotify_init(2) and fanotify_mark(2) (Linux >= 2.6.37; FAN_REPORT_FID 5.1, DFID_NAME
+# 5.9, FAN_RENAME and FAN_REPORT_TARGET_FID 5.17) and fstatfs(2) for the filesystem id
+# that every fid record names. Values from include/uapi/linux/fanotify.h; the records
+# themselves are parsed by aioduet.sources._fanotify_wire.
+
+FAN_CLASS_NOTIF = 0x0000_0000
+FAN_CLOEXEC = 0x0000_0001
+FAN_NONBLOCK = 0x0000_0002
+FAN_REPORT_FID = 0x0000_0200
+FAN_REPORT_DIR_FID = 0x0000_0400
+FAN_REPORT_NAME = 0x0000_0800
+FAN_REPORT_TARGET_FID = 0x0000_1000
+FAN_REPORT_DFID_NAME = FAN_REPORT_DIR_FID | FAN_REPORT_NAME
+
+FAN_MARK_ADD = 0x0000_0001
+FAN_MARK_REMOVE = 0x0000_0002
+FAN_MARK_DONT_FOLLOW = 0x0000_0004
+FAN_MARK_FILESYSTEM = 0x0000_0100
+
+_fanotify_init = _libc.fanotify_init
+_fanotify_init.argtypes = [ctypes.c_uint, ctypes.c_uint]
+_fanotify_init.restype = ctypes.c_int
+_fanotify_mark = _libc.fanotify_mark
+_fanotify_mark.argtypes = [
+    ctypes.c_int,
+    ctypes.c_uint,
+    ctypes.c_uint64,
+    ctypes.c_int,
+    ctypes.c_char_p,
+]
+_fanotify_mark.restype = ctypes.c_int
+_fstatfs = _libc.fstatfs
+_fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
+_fstatfs.restype = ctypes.c_int
+
+
+class _Statfs(ctypes.Structure):
+    # struct statfs as glibc declares it (bits/statfs.h, the 64-bit file offset variant).
+    _fields_ = (
+        ("f_type", ctypes.c_long),
+        ("f_bsize", ctypes.c_long),
+        ("f_blocks", ctypes.c_uint64),
+        ("f_bfree", ctypes.c_uint64),
+        ("f_bavail", ctypes.c_uint64),
+        ("f_files", ctypes.c_uint64),
+        ("f_ffree", ctypes.c_uint64),
+        ("f_fsid", ctypes.c_char * 8),
+        ("f_namelen", ctypes.c_long),
+        ("f_frsize", ctypes.c_long),
+        ("f_flags", ctypes.c_long),
+        ("f_spare", ctypes.c_long * 4),
+    )
+
+
+def fanotify_init(flags: int, event_f_flags: int) -> int:
+    """``fanotify_init(2)``: a new fanotify group's fd.
+
+    Raises:
+        OSError: ``EPERM`` (the flags need CAP_SYS_ADMIN), ``EINVAL`` (a flag the kernel
+            does not know), ``EMFILE`` (``/proc/sys/fs/fanotify/max_user_groups``),
+            ``ENOSYS`` (a kernel without fanotify).
+    """
+    fd: int = _fanotify_init(flags, event_f_flags)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return fd
+
+
+def fanotify_mark(fd: int, flags: int, mask: int, dirfd: int, path: str | bytes | None) -> None:
+    """``fanotify_mark(2)``: add, change or remove a mark of ``path`` (or of ``dirfd``).
+
+    Raises:
+        OSError: ``EPERM`` (filesystem marks need CAP_SYS_ADMIN), ``EXDEV`` or
+            ``EOPNOTSUPP`` (the filesystem cannot report file handles, or a subvolume),
+            ``ENOENT`` (removing a mark that does not exist), ``ENOSPC`` (``max_user_marks``).
+    """
+    name = None if path is None else os.fsencode(path)
+    if _fanotify_mark(fd, flags, mask, dirfd, name) < 0:
+        err = ctypes.get_errno()
+        if name is None:
+            raise OSError(err, os.strerror(err))
+        raise OSError(err, os.strerror(err), os.fsdecode(name))
+
+
+def filesystem_id(fd: int) -> bytes:
+    """The 8 bytes of ``f_fsid`` (``fstatfs(2)``) of the filesystem that ``fd`` is on.
+
+    fanotify names the filesystem of every reported file handle by these bytes.
+
+    Raises:
+        OSError: ``EBADF``, ``ENOSYS``...
+    """
+    buf = _Statfs()
+    if _fstatfs(fd, ctypes.byref(buf)) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return bytes(buf.f_fsid)
+
+
+__all__ += [  # the fanotify names, kept apart from the list above
+    "FAN_CLASS_NOTIF",
+    "FAN_CLOEXEC",
+    "FAN_MARK_ADD",
+    "FAN_MARK_DONT_FOLLOW",
+    "FAN_MARK_FILESYSTEM",
+    "FAN_MARK_REMOVE",
+    "FAN_NONBLOCK",
+    "FAN_REPORT_DFID_NAME",
+    "FAN_REPORT_DIR_FID",
+    "FAN_REPORT_FID",
+    "FAN_REPORT_NAME",
+    "FAN_REPORT_TARGET_FID",
+    "fanotify_init",
+    "fanotify_mark",
+    "filesystem_id",
+]

@@ -414,7 +414,8 @@ def test_fanotify_from_the_kernel_config(tmp_path: Path) -> None:
     assert _fake(tmp_path, no_sysctl)["fanotify"].status == "warning"  # truncated: no crash
     old = _fake(tmp_path, {"proc/sys/kernel/osrelease": "5.4.0\n"})
     assert old["fanotify"].status == "unavailable"
-    assert "FAN_REPORT_DFID_NAME" in old["fanotify"].detail
+    assert "FAN_RENAME" in old["fanotify"].detail
+    assert "5.17" in old["fanotify"].detail
 
 
 def test_root_without_capabilities_cannot_use_the_exact_set(tmp_path: Path) -> None:

@@ -42,14 +42,17 @@ async def _within(task: aioduet.Task, uuid: aioduet.Uuid, bit: Event, seconds: f
     await collect(task, lambda got: has(got, uuid, bit), seconds=seconds)
 
 
-async def test_inotify_driven_changes_reach_the_task_within_100_ms(ext4_dir: Path) -> None:
+@pytest.mark.parametrize("hinter", ["inotify", "fanotify"])
+async def test_hinted_changes_reach_the_task_within_100_ms(ext4_dir: Path, hinter: str) -> None:
     scope, elsewhere = ext4_dir / "scope", ext4_dir / "elsewhere"
     data = write_clean(scope / "data", 8)
     doomed = write_clean(scope / "sub" / "doomed", 2)
     elsewhere.mkdir()
     ud, ux = uuid_of(data), uuid_of(doomed)
     mask = Event.ADDED | Event.REMOVED | Event.DIRTY
-    async with aioduet.open_duet(sources="scan", interval=NO_PERIODIC_SCAN) as duet:
+    sources = [hinter, "residency", "writeback"]
+    async with aioduet.open_duet(sources=sources, interval=NO_PERIODIC_SCAN) as duet:
+        assert duet.source_names == tuple(sources)
         task = await duet.register("live", mask, scope)
         await task.wait_scanned()
 

@@ -16,6 +16,7 @@ import attrs
 from .._paths import Exclusions
 from ..errors import SourceUnavailable
 from ._base import Checker, Introduction, PathNote, Sink, Source
+from .fanotify import FanotifySource
 from .inotify import InotifySource
 from .residency import DEFAULT_BUDGET, MIN_BUDGET, ResidencySource
 from .tracepoints import TracepointSource, unavailable_reason
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_BUDGET",
     "MIN_BUDGET",
     "Checker",
+    "FanotifySource",
     "InotifySource",
     "Introduction",
     "PathNote",
@@ -43,9 +45,7 @@ __all__ = [
 logger = logging.getLogger("aioduet")
 
 #: Source names this version can run.
-AVAILABLE = ("inotify", "residency", "tracepoints", "writeback")
-#: Source names of the design that this version does not provide yet.
-_PLANNED = ("fanotify",)
+AVAILABLE = ("fanotify", "inotify", "residency", "tracepoints", "writeback")
 #: The exact set (root): tracepoints report every page; inotify keeps paths current; the
 #: residency source only scans for registrations and after lost events, mirroring the rest.
 _EXACT = ("inotify", "tracepoints", "residency")
@@ -54,7 +54,7 @@ _EXACT = ("inotify", "tracepoints", "residency")
 _UNPRIVILEGED = ("inotify", "residency", "writeback")
 _SETS = {"scan": _UNPRIVILEGED}
 #: Sources that only tell the residency scanner what to check.
-_HINTERS = ("inotify", "writeback")
+_HINTERS = ("fanotify", "inotify", "writeback")
 
 
 def auto_sources(exact_reason: str | None) -> tuple[str, ...]:
@@ -71,7 +71,7 @@ def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
 
     Raises:
         ValueError: an unknown set or source name, or an empty list.
-        SourceUnavailable: ``"exact"`` or a planned source this version cannot run yet.
+        SourceUnavailable: ``"exact"`` where it cannot run (the message says why).
     """
     if isinstance(spec, str):
         if spec == "auto":
@@ -98,10 +98,6 @@ def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
     if not names:
         raise ValueError("sources is an empty list: name at least one source")
     for name in names:
-        if name in _PLANNED:
-            raise SourceUnavailable(
-                errno.ENOTSUP, f"the {name!r} source is not available in this version"
-            )
         if name not in AVAILABLE:
             raise ValueError(f"unknown source {name!r}; available: {', '.join(AVAILABLE)}")
     names = tuple(dict.fromkeys(names))
@@ -114,7 +110,7 @@ def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(names, key=_ORDER.index))
 
 
-_ORDER = ("inotify", "tracepoints", "residency", "writeback")
+_ORDER = ("fanotify", "inotify", "tracepoints", "residency", "writeback")
 
 
 @attrs.frozen
@@ -140,6 +136,9 @@ def make_sources(names: Sequence[str], sink: Sink, options: SourceOptions) -> li
             # must not cost an event each (bench/fio_overhead.py).
             hints = "tracepoints" not in names
             sources.append(InotifySource(sink, exclude=options.exclude.patterns, hints=hints))
+        elif name == "fanotify":
+            hints = "tracepoints" not in names
+            sources.append(FanotifySource(sink, exclude=options.exclude.patterns, hints=hints))
         elif name == "writeback":
             sources.append(WritebackSource(sink))
         elif name == "tracepoints":
