@@ -1,5 +1,14 @@
 """Tasks: what applications register, iterate and mark done."""
 
+from ._cached_first import CachedFile, CachedFirst, cached_first, walk_files
 from ._task import Registration, Task, TaskHost
 
-__all__ = ["Registration", "Task", "TaskHost"]
+__all__ = [
+    "CachedFile",
+    "CachedFirst",
+    "Registration",
+    "Task",
+    "TaskHost",
+    "cached_first",
+    "walk_files",
+]
