@@ -33,6 +33,8 @@ _STAT_BATCH = 512
 """Paths stat'ed per worker-thread call while the order is read."""
 _SLACK = 1.0 / 64
 """How far below its priority a verified fraction may be before the file is re-queued."""
+_AHEAD = 64
+"""Files of the order probed per worker-thread call (one thread hop per pick costs more)."""
 
 
 @attrs.frozen
@@ -161,6 +163,10 @@ def _probe(path: str, dev: int, ino: int) -> tuple[int, int, int] | None:
         os.close(fd)
 
 
+def _probe_many(entries: list[_File]) -> list[tuple[int, int, int] | None]:
+    return [_probe(entry.path, entry.dev, entry.ino) for entry in entries]
+
+
 def _pages(size: int) -> int:
     return -(-size // _kernel.PAGE_SIZE)
 
@@ -180,6 +186,8 @@ class CachedFirst:
     _next: int = attrs.field(init=False, default=0)
     _heap: list[tuple[float, int, int, tuple[int, int]]] = attrs.field(init=False, factory=list)
     _again: deque[_File] = attrs.field(init=False, factory=deque)
+    _ahead: dict[int, tuple[int, int, int] | None] = attrs.field(init=False, factory=dict)
+    """Probes of the next files of the order, by sequence number."""
     _started: bool = attrs.field(init=False, default=False)
     total: int = attrs.field(init=False, default=0)
     """Files in the order (known once the first file is picked)."""
@@ -274,10 +282,28 @@ class CachedFirst:
             self._next += 1
             if entry.picked:
                 continue
-            chosen = await self._take(entry, revisit=False)
-            if chosen is not None:
-                return chosen
+            if entry.seq not in self._ahead:
+                await self._probe_ahead()
+            probed = self._ahead.pop(entry.seq)
+            if probed is None:
+                entry.picked = True
+                continue
+            gen, size, cached = probed
+            entry.pages, entry.cached = _pages(size), cached
+            return await self._chosen(entry, gen, size, revisit=False)
         return None
+
+    async def _probe_ahead(self) -> None:
+        """Probe the next files of the order that are not picked yet, in one thread call."""
+        self._ahead.clear()
+        batch = []
+        for entry in self._sequence[self._next - 1 :]:
+            if not entry.picked:
+                batch.append(entry)
+                if len(batch) == _AHEAD:
+                    break
+        results = await anyio.to_thread.run_sync(_probe_many, batch)
+        self._ahead.update(zip((entry.seq for entry in batch), results, strict=True))
 
     async def _take(self, entry: _File, *, revisit: bool) -> CachedFile | None:
         probed = await anyio.to_thread.run_sync(_probe, entry.path, entry.dev, entry.ino)
