@@ -8,18 +8,16 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 
 import anyio
 import attrs
 import pytest
+from hintrig import FakeChecker, NoIntro, open_fds, recording_sink, until
 
-from aioduet._paths import PathIndex
-from aioduet.sources import Sink
 from aioduet.sources import _fanotify_wire as wire
 from aioduet.sources.fanotify import FanotifySource
-from aioduet.store import Observation, Store
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kernel]
 
@@ -28,53 +26,10 @@ QUEUE_LIMIT = int(Path("/proc/sys/fs/fanotify/max_queued_events").read_text())
 
 
 @attrs.define
-class FakeChecker:
-    """Records what the source asks of the residency scanner."""
-
-    checked: list[str] = attrs.Factory(list)
-    trees: list[str] = attrs.Factory(list)
-    gone: list[str] = attrs.Factory(list)
-    moved: list[tuple[str, str]] = attrs.Factory(list)
-    rescans: list[str | None] = attrs.Factory(list)
-
-    def check_paths(self, paths: Iterable[str]) -> None:
-        paths = list(paths)
-        assert len(paths) == len(set(paths)), "hints of one batch are de-duplicated"
-        self.checked.extend(paths)
-
-    def check_tree(self, path: str) -> None:
-        self.trees.append(path)
-
-    def path_gone(self, path: str) -> None:
-        self.gone.append(path)
-
-    def path_moved(self, old: str, new: str) -> None:
-        self.moved.append((old, new))
-
-    def check_dirty(self) -> None:
-        raise AssertionError("the fanotify source never asks for dirty checks")
-
-    def rescan(self, root: str | None) -> None:
-        self.rescans.append(root)
-
-
-class NoIntro:
-    def cover(self, inodes: Iterable[tuple[int, int]]) -> None:
-        raise AssertionError("fanotify does not scan")
-
-    def deliver(self, observations: Sequence[Observation]) -> None:
-        raise AssertionError("fanotify does not scan")
-
-
-@attrs.define
 class Rig:
     source: FanotifySource
     fake: FakeChecker
     overflows: list[str | None]
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def fd_kinds() -> list[str]:
@@ -90,8 +45,7 @@ async def running(
     *roots: Path, exclude: Sequence[str] = (), hints: bool = True
 ) -> AsyncIterator[Rig]:
     overflows: list[str | None] = []
-    store = Store(8, relevance=lambda key, slot: True, notify=lambda slots: None)
-    sink = Sink(store, PathIndex(), overflow=overflows.append)
+    sink = recording_sink(overflows)
     fake = FakeChecker()
     sink.attach(fake)
     source = FanotifySource(sink, exclude=exclude, hints=hints)
@@ -105,13 +59,6 @@ async def running(
         tg.cancel_scope.cancel()
     assert not source.status().active
     assert source.marks == 0
-
-
-async def until(condition: Callable[[], object]) -> None:
-    """Wait (boundedly) until the fake checker or the source shows ``condition``."""
-    with anyio.fail_after(5):
-        while not condition():  # noqa: ASYNC110 -- polls plain objects, nothing to wait on
-            await anyio.sleep(0.005)
 
 
 async def barrier(rig: Rig, directory: Path) -> None:
@@ -383,8 +330,7 @@ async def test_scopes_are_refcounted_and_the_last_one_unmarks(ext4_dir: Path) ->
 
 
 async def test_scopes_added_before_run_are_marked_when_it_starts(ext4_dir: Path) -> None:
-    store = Store(8, relevance=lambda key, slot: True, notify=lambda slots: None)
-    sink = Sink(store, PathIndex())
+    sink = recording_sink([])
     fake = FakeChecker()
     sink.attach(fake)
     source = FanotifySource(sink)

@@ -5,60 +5,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 
 import anyio
 import attrs
 import pytest
+from hintrig import FakeChecker, NoIntro, open_fds, recording_sink, until
 
-from aioduet._paths import PathIndex
-from aioduet.sources import Sink
 from aioduet.sources.inotify import InotifySource
-from aioduet.store import Observation, Store
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kernel]
-
-
-@attrs.define
-class FakeChecker:
-    """Records what the source asks of the residency scanner."""
-
-    checked: list[str] = attrs.Factory(list)
-    batches: int = 0
-    trees: list[str] = attrs.Factory(list)
-    gone: list[str] = attrs.Factory(list)
-    moved: list[tuple[str, str]] = attrs.Factory(list)
-    rescans: list[str | None] = attrs.Factory(list)
-
-    def check_paths(self, paths: Iterable[str]) -> None:
-        paths = list(paths)
-        assert len(paths) == len(set(paths)), "hints of one batch are de-duplicated"
-        self.batches += 1
-        self.checked.extend(paths)
-
-    def check_tree(self, path: str) -> None:
-        self.trees.append(path)
-
-    def path_gone(self, path: str) -> None:
-        self.gone.append(path)
-
-    def path_moved(self, old: str, new: str) -> None:
-        self.moved.append((old, new))
-
-    def check_dirty(self) -> None:
-        raise AssertionError("the inotify source never asks for dirty checks")
-
-    def rescan(self, root: str | None) -> None:
-        self.rescans.append(root)
-
-
-class NoIntro:
-    def cover(self, inodes: Iterable[tuple[int, int]]) -> None:
-        raise AssertionError("inotify does not scan")
-
-    def deliver(self, observations: Sequence[Observation]) -> None:
-        raise AssertionError("inotify does not scan")
 
 
 @attrs.define
@@ -68,17 +25,12 @@ class Rig:
     overflows: list[str | None]
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 @contextlib.asynccontextmanager
 async def running(
     *roots: Path, exclude: Sequence[str] = (), checker: bool = True
 ) -> AsyncIterator[Rig]:
     overflows: list[str | None] = []
-    store = Store(8, relevance=lambda key, slot: True, notify=lambda slots: None)
-    sink = Sink(store, PathIndex(), overflow=overflows.append)
+    sink = recording_sink(overflows)
     fake = FakeChecker()
     if checker:
         sink.attach(fake)
@@ -95,13 +47,6 @@ async def running(
 
 
 QUEUE_LIMIT = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
-
-
-async def until(condition: Callable[[], object]) -> None:
-    """Wait (boundedly) until the fake checker or the source shows ``condition``."""
-    with anyio.fail_after(3):
-        while not condition():  # noqa: ASYNC110 -- polls plain objects, nothing to wait on
-            await anyio.sleep(0.005)
 
 
 def touch(path: Path, data: bytes = b"x") -> None:
@@ -334,8 +279,7 @@ async def test_without_a_checker_watches_stay_current(ext4_dir: Path) -> None:
 
 
 async def test_scopes_added_before_run_are_watched_when_it_starts(ext4_dir: Path) -> None:
-    store = Store(8, relevance=lambda key, slot: True, notify=lambda slots: None)
-    sink = Sink(store, PathIndex())
+    sink = recording_sink([])
     fake = FakeChecker()
     sink.attach(fake)
     source = InotifySource(sink)
