@@ -175,7 +175,7 @@ def _pages(size: int) -> int:
 class CachedFirst:
     """The async iterator that :func:`cached_first` returns; see there.
 
-    ``total``, ``picked`` and ``from_cache`` tell the progress.
+    ``total``, ``picked``, ``from_cache`` and ``vanished`` tell the progress.
     """
 
     _task: Task = attrs.field(alias="task")
@@ -195,6 +195,8 @@ class CachedFirst:
     """Files picked so far (revisits included)."""
     from_cache: int = attrs.field(init=False, default=0)
     """Picks made because the file was cached, ahead of the order."""
+    vanished: list[str] = attrs.field(init=False, factory=list)
+    """Paths of the order skipped because they were deleted or replaced when probed."""
 
     def __aiter__(self) -> CachedFirst:
         return self
@@ -264,7 +266,7 @@ class CachedFirst:
                 continue  # stale: a newer priority was pushed, or it was picked
             probed = await anyio.to_thread.run_sync(_probe, entry.path, entry.dev, entry.ino)
             if probed is None:
-                entry.picked = True  # deleted or replaced since the order was read
+                self._vanish(entry)  # deleted or replaced since the order was read
                 continue
             gen, size, cached = probed
             entry.pages, entry.cached = _pages(size), cached
@@ -286,7 +288,7 @@ class CachedFirst:
                 await self._probe_ahead()
             probed = self._ahead.pop(entry.seq)
             if probed is None:
-                entry.picked = True
+                self._vanish(entry)
                 continue
             gen, size, cached = probed
             entry.pages, entry.cached = _pages(size), cached
@@ -308,11 +310,15 @@ class CachedFirst:
     async def _take(self, entry: _File, *, revisit: bool) -> CachedFile | None:
         probed = await anyio.to_thread.run_sync(_probe, entry.path, entry.dev, entry.ino)
         if probed is None:
-            entry.picked = True
+            self._vanish(entry)
             return None
         gen, size, cached = probed
         entry.pages, entry.cached = _pages(size), cached
         return await self._chosen(entry, gen, size, revisit=revisit)
+
+    def _vanish(self, entry: _File) -> None:
+        entry.picked = True
+        self.vanished.append(entry.path)
 
     async def _chosen(self, entry: _File, gen: int, size: int, *, revisit: bool) -> CachedFile:
         entry.picked = True

@@ -102,10 +102,26 @@ async def test_an_order_defines_the_files_and_their_sequence(ext4_dir: Path) -> 
         first = await picks.__anext__()
         assert first.path == str(tree[5])
         rest = await _all(picks)
+    assert picks.vanished == []  # gone before the order was read: not part of it
     paths = [first.path] + [f.path for f in rest]
     assert paths == [str(p) for p in reversed(tree) if p != tree[4]]
     assert str(gone) == paths[0]
     assert str(ext4_dir / "hardlink") not in paths  # tree[0]'s inode: visited once, first path
+
+
+@BACKENDS
+async def test_files_deleted_before_their_probe_are_skipped_and_counted(ext4_dir: Path) -> None:
+    tree = [write_clean(ext4_dir / f"f{i:03d}", 1) for i in range(70)]  # two probe batches
+    async with (
+        aioduet.open_duet("scan") as duet,
+        duet.register("vanish", Event.EXISTS, ext4_dir) as task,
+    ):
+        picks = cached_first(task)
+        first = await picks.__anext__()
+        os.unlink(tree[68])  # in the second batch of probes
+        rest = await _all(picks)
+    assert picks.vanished == [str(tree[68])]
+    assert [first.path] + [f.path for f in rest] == [str(p) for p in tree if p != tree[68]]
 
 
 @BACKENDS
