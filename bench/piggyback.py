@@ -1,0 +1,654 @@
+"""Piggy-backing maintenance tools: bytes read from the device with and without aioduet.
+
+Duet's headline result: several maintenance tools that scan the same data together do a
+fraction of the I/O, because each processes first what another has just brought into the page
+cache. This benchmark runs the tools of ``examples/`` (``backup.py`` to ``/dev/null``,
+``scrub.py`` verifying a manifest made beforehand, ``index.py``) over a dataset much larger
+than the page cache they may use, as concurrent processes, once with ``--no-duet`` (each in
+its natural order: backup by path, scrub on-disk (FIEMAP), index by inode) and once with
+aioduet (each registers an EXISTS task and iterates ``cached_first``: the most-cached
+not-done file next).
+
+Method, per configuration (a scenario, without or with aioduet):
+
+* The dataset (``--size`` of mixed file sizes, made in a fresh directory under ``--dir`` from
+  ``--seed``, or reused with ``--dataset``) is synced and dropped from the page cache with
+  ``POSIX_FADV_DONTNEED`` per file; ``cachestat`` checks that little is left.
+* A fresh child of this process's memory cgroup (v1 ``memory.limit_in_bytes`` with the OOM
+  killer off, or v2 ``memory.high`` where the memory controller is on the unified
+  hierarchy) holds the tools' page cache to ``--memory-fraction`` of the dataset: ten times
+  a second its limit is set to that, plus the memory charged to it that is not page cache
+  (the interpreters, the framework), plus ``--headroom`` per tool. Each tool starts through
+  ``sh``, which writes its own pid into ``cgroup.procs`` before it execs Python: no read
+  escapes the limit.
+* Bytes read from the device: the sectors-read field of ``/sys/block/<disk>/stat`` (x 512)
+  around the configuration, and each tool's ``read_bytes`` (``/proc/self/io``) from its JSON.
+  Wall time: from the first start to the last exit.
+* The cgroup is emptied (v1 ``memory.force_empty``) and removed when the tools have exited.
+
+Scenarios: ``three`` (backup, scrub, index started together), ``two`` (backup and scrub),
+``staggered`` (the three tools, each started ``--stagger`` seconds after the one before).
+The JSON gives per configuration the figures and per scenario the ratios with over without
+(``read_ratio``: device bytes, goal <= 0.40 for three tools; ``wall_ratio``). It is not a
+test: it never fails because a machine is slow. Root is needed (cgroups, dropping the cache of
+files one does not own). Progress goes to stderr, the JSON object to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CHUNK = 1 << 20
+SECTOR = 512
+SCENARIOS = {
+    "three": ("backup", "scrub", "index"),
+    "two": ("backup", "scrub"),
+    "staggered": ("backup", "scrub", "index"),
+}
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+# The dataset's shape: share of the bytes, file sizes (min, max), files per directory.
+# Many small files, some medium, a few large, as a home directory or a source tree holds.
+SHAPE = (
+    ("small", 0.15, (1 << 10, 64 << 10)),
+    ("medium", 0.40, (256 << 10, 8 << 20)),
+    ("large", 0.45, (32 << 20, 192 << 20)),
+)
+FILES_PER_DIR = 100
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_size(text: str) -> int:
+    """``16M``, ``3G``: binary units."""
+    unit = text[-1:].upper() if text[-1:].isalpha() else ""
+    if unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"size must be a number with K, M or G, not {text!r}")
+    try:
+        value = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be a number, not {text!r}") from None
+    if value < CHUNK:
+        raise argparse.ArgumentTypeError(f"size must be at least 1M, not {text!r}")
+    return value
+
+
+# -- the dataset ---------------------------------------------------------------------------
+
+
+def plan_dataset(size: int, seed: int) -> list[int]:
+    """File sizes adding up to about ``size`` bytes, in a seeded random order."""
+    rng = random.Random(seed)
+    sizes: list[int] = []
+    carried = 0
+    for _, share, (low, largest) in reversed(SHAPE):  # what large files cannot hold goes down
+        budget = int(size * share) + carried
+        high = max(low, min(largest, budget // 4))  # a small dataset still gets several
+        while budget >= high:
+            one = int(low * (high / low) ** rng.random())  # log-uniform
+            sizes.append(one)
+            budget -= one
+        carried = budget
+    if carried:
+        sizes.append(carried)
+    rng.shuffle(sizes)
+    return sizes
+
+
+def make_dataset(path: Path, size: int, seed: int) -> None:
+    """Write the files of :func:`plan_dataset` under ``path``.
+
+    Files are created in one random order and filled in another, with a sync every 64 MiB,
+    so that path order, inode order and on-disk order all differ, as in a tree that grew
+    over time.
+    """
+    rng = random.Random(seed + 1)
+    sizes = plan_dataset(size, seed)
+    names = [
+        path / f"d{i // FILES_PER_DIR:03d}" / f"f{i % FILES_PER_DIR:03d}.dat"
+        for i in range(len(sizes))
+    ]
+    for directory in {name.parent for name in names}:
+        directory.mkdir(parents=True)
+    create = list(range(len(sizes)))
+    rng.shuffle(create)
+    for i in create:
+        names[i].touch()
+    fill = list(range(len(sizes)))
+    rng.shuffle(fill)
+    pool = rng.randbytes(16 * CHUNK)
+    written = unsynced = 0
+    for n, i in enumerate(fill):
+        with open(names[i], "r+b") as out:
+            left = sizes[i]
+            chunk = 0
+            while left > 0:
+                # A distinct header per chunk: no two chunks of the dataset are equal.
+                header = f"{i}:{chunk}:".encode().ljust(32, b".")
+                start = rng.randrange(len(pool) - CHUNK)
+                block = (header + pool[start : start + CHUNK - len(header)])[:left]
+                out.write(block)
+                left -= len(block)
+                chunk += 1
+        written += sizes[i]
+        unsynced += sizes[i]
+        if unsynced >= 64 * CHUNK:
+            os.sync()
+            unsynced = 0
+        if n % 200 == 0:
+            log(f"dataset: {written >> 20} / {size >> 20} MiB, {n} / {len(sizes)} files")
+    os.sync()
+
+
+def dataset_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+# -- the page cache ------------------------------------------------------------------------
+
+
+def cached_pages(files: list[Path]) -> tuple[int, int]:
+    """(cached pages, pages) of the files, from cachestat."""
+    from aioduet import _kernel  # noqa: PLC0415 - cachestat's wrapper, nothing else
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    cached = total = 0
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            total += -(-os.fstat(fd).st_size // page)
+            cached += _kernel.cachestat(fd).cache
+        finally:
+            os.close(fd)
+    return cached, total
+
+
+def evict(files: list[Path]) -> float:
+    """Drop the files from the page cache; the fraction of their pages still cached."""
+    os.sync()
+    fraction = 1.0
+    for _ in range(3):  # a page under writeback or locked survives one DONTNEED
+        for path in files:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+        cached, total = cached_pages(files)
+        fraction = cached / total if total else 0.0
+        if fraction < 0.001:
+            break
+        time.sleep(0.5)
+    return fraction
+
+
+# -- the device ----------------------------------------------------------------------------
+
+
+def disk_of(path: Path) -> Path:
+    """``/sys/block/<disk>`` of the filesystem holding ``path`` (a partition's parent)."""
+    dev = os.stat(path).st_dev
+    node = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}").resolve()
+    if not node.exists():
+        raise RuntimeError(f"{path} is not on a block device (st_dev {dev:#x})")
+    if (node / "partition").exists():
+        node = node.parent
+    return node
+
+
+def sectors_read(disk: Path) -> int:
+    # /sys/block/<dev>/stat (Documentation/block/stat.rst): field 3 is sectors read, 512 B each.
+    return int((disk / "stat").read_text().split()[2])
+
+
+# -- the memory cgroup ---------------------------------------------------------------------
+
+
+class MemoryCgroup:
+    """A fresh child of this process's memory cgroup whose page cache is held near ``cache``.
+
+    The tools' own memory (interpreters, the framework's store, kernel objects) is charged to
+    the cgroup too, and differs with and without aioduet: a fixed limit would leave each side
+    a different amount of page cache. :meth:`sample`, called a few times a second, sets the
+    limit to ``cache`` plus what is charged that is not page cache plus ``headroom``, so that
+    both sides get the same page cache whatever their own memory.
+    """
+
+    def __init__(self, cache: int, headroom: int, name: str) -> None:
+        self.version, parent = self._parent()
+        self.path = parent / name
+        self.cache, self.headroom = cache, headroom
+        self.limit = 0
+        # A tool's memory can grow faster than the limit follows it: v2's memory.high
+        # throttles and reclaims instead of killing, and on v1 the OOM killer is turned off,
+        # so that a tool at the limit waits for the next sample to raise it.
+        self._limit_file = "memory.limit_in_bytes" if self.version == 1 else "memory.high"
+        self._usage_file = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
+        self.path.mkdir()
+        try:
+            if self.version == 1:
+                (self.path / "memory.oom_control").write_text("1\n")
+            elif (self.path / "memory.swap.max").exists():
+                (self.path / "memory.swap.max").write_text("0\n")
+            self._set_limit(cache + headroom)
+        except OSError:
+            self.path.rmdir()
+            raise
+        self.limits: list[int] = []
+        self.caches: list[int] = []
+        self.others: list[int] = []
+
+    def _set_limit(self, limit: int) -> None:
+        limit -= limit % 4096
+        if abs(limit - self.limit) < CHUNK:
+            return
+        try:
+            (self.path / self._limit_file).write_text(f"{limit}\n")
+        except OSError:  # v1: EBUSY when lowering below what cannot be reclaimed at once
+            return
+        self.limit = limit
+
+    @staticmethod
+    def _parent() -> tuple[int, Path]:
+        """Which hierarchy has the memory controller, and our cgroup in it."""
+        v1_root = v2_root = None
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if fields[2] == "cgroup" and "memory" in fields[3].split(","):
+                    v1_root = Path(fields[1])
+                elif fields[2] == "cgroup2":
+                    listed = Path(fields[1]) / "cgroup.controllers"
+                    if listed.exists() and "memory" in listed.read_text().split():
+                        v2_root = Path(fields[1])
+        # /proc/self/cgroup: "ID:controllers:path"; v2 is the line "0::path".
+        own: dict[str, str] = {}
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, place = line.split(":", 2)
+            own[controllers] = place
+        if v1_root is not None:
+            where = next(w for c, w in own.items() if "memory" in c.split(","))
+            return 1, v1_root / where.lstrip("/")
+        if v2_root is not None:
+            parent = v2_root / own[""].lstrip("/")
+            control = parent / "cgroup.subtree_control"
+            if "memory" not in control.read_text().split():
+                # Fails (EBUSY) if processes sit in a non-root parent: then run us elsewhere.
+                control.write_text("+memory\n")
+            return 2, parent
+        raise RuntimeError("no memory cgroup controller is mounted (v1 or v2)")
+
+    def command(self, argv: list[str]) -> list[str]:
+        """``argv`` run by a shell that first moves itself into the cgroup, then execs."""
+        procs = self.path / "cgroup.procs"
+        return ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh", *argv]
+
+    def sample(self) -> None:
+        """Record the cgroup's page cache and other memory; move the limit after the latter."""
+        stat = {}
+        for line in (self.path / "memory.stat").read_text().splitlines():
+            key, value = line.split()
+            stat[key] = int(value)
+        # v1 counts page cache (shmem included) in total_cache, v2 in file.
+        cache = stat.get("total_cache", 0) if self.version == 1 else stat.get("file", 0)
+        usage = int((self.path / self._usage_file).read_text())
+        other = max(0, usage - cache)
+        self.caches.append(cache)
+        self.others.append(other)
+        self.limits.append(self.limit)
+        self._set_limit(self.cache + other + self.headroom)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "cache_budget_bytes": self.cache,
+            "headroom_bytes": self.headroom,
+            "peak_cache_bytes": max(self.caches, default=0),
+            "mean_cache_bytes": int(statistics.fmean(self.caches)) if self.caches else 0,
+            "peak_other_bytes": max(self.others, default=0),
+            "limit_bytes": {"min": min(self.limits, default=0), "max": max(self.limits, default=0)},
+            "samples": len(self.caches),
+            "failcnt": self.failcnt(),
+        }
+
+    def failcnt(self) -> int | None:
+        if self.version == 1:
+            return int((self.path / "memory.failcnt").read_text())
+        events = (self.path / "memory.events").read_text().split()
+        return int(events[events.index("max") + 1])
+
+    def remove(self) -> None:
+        for _ in range(50):
+            if not (self.path / "cgroup.procs").read_text().strip():
+                break
+            time.sleep(0.1)
+        if self.version == 1:
+            # Page cache stays charged to a removed v1 cgroup: reclaim it first.
+            for _ in range(5):
+                try:
+                    (self.path / "memory.force_empty").write_text("0\n")
+                    break
+                except OSError:
+                    time.sleep(0.2)
+        elif (self.path / "memory.reclaim").exists():
+            with contextlib.suppress(OSError):  # EAGAIN when not all of it could be reclaimed
+                (self.path / "memory.reclaim").write_text(f"{self.limit}\n")
+        for _ in range(50):
+            try:
+                self.path.rmdir()
+            except OSError:
+                time.sleep(0.1)
+            else:
+                return
+        log(f"warning: could not remove the cgroup {self.path}")
+
+
+# -- the tools -----------------------------------------------------------------------------
+
+
+def tool_command(
+    tool: str, tools_dir: Path, dataset: Path, work: Path, *, duet: bool, sources: str
+) -> list[str]:
+    script = str(tools_dir / f"{tool}.py")
+    if tool == "backup":
+        argv = [sys.executable, script, str(dataset), "/dev/null"]
+    elif tool == "scrub":
+        argv = [sys.executable, script, str(dataset), "--manifest", str(work / "manifest")]
+    else:
+        argv = [sys.executable, script, str(dataset), "--out", str(work / "index.out")]
+    return [*argv, "--no-duet"] if not duet else [*argv, "--sources", sources]
+
+
+def run_tool(argv: list[str], label: str) -> dict[str, Any]:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{label} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def reap(process: subprocess.Popen[str]) -> resource.struct_rusage | None:
+    """The CPU time of ``process`` if it has just exited (``Popen.poll`` would lose it)."""
+    if process.returncode is not None:
+        return None
+    pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+    if pid == 0:
+        return None
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage
+
+
+def run_configuration(
+    args: argparse.Namespace,
+    scenario: str,
+    *,
+    duet: bool,
+    files: list[Path],
+    dataset_bytes: int,
+    work: Path,
+    disk: Path,
+) -> dict[str, Any]:
+    tools = SCENARIOS[scenario]
+    stagger = args.stagger if scenario == "staggered" else 0.0
+    left = evict(files)
+    budget = int(args.memory_fraction * dataset_bytes)
+    # Reclaimable cache absorbs a tool's growth between two samples; with a tiny budget
+    # (a smoke run) reads would fail with ENOMEM instead: give at least 64 MiB per tool.
+    group = MemoryCgroup(
+        budget,
+        max(args.headroom * len(tools), (64 << 20) * len(tools) - budget),
+        f"aioduet-piggyback-{os.getpid()}-{scenario}-{int(duet)}",
+    )
+    processes: dict[str, subprocess.Popen[str]] = {}
+    logs: dict[str, Any] = {}
+    timeline: dict[str, dict[str, float]] = {}
+    try:
+        sectors0 = sectors_read(disk)
+        started = time.monotonic()
+        pending = list(tools)
+        while pending or any(p.returncode is None for p in processes.values()):
+            now = time.monotonic() - started
+            while pending and now >= stagger * len(processes):
+                tool = pending.pop(0)
+                argv = tool_command(
+                    tool, args.tools, args.dataset_path, work, duet=duet, sources=args.sources
+                )
+                logs[tool] = open(work / f"{tool}.stderr", "w+")  # noqa: SIM115 - closed below
+                processes[tool] = subprocess.Popen(
+                    group.command(argv), stdout=subprocess.PIPE, stderr=logs[tool], text=True
+                )
+                timeline[tool] = {"start": round(now, 2)}
+            for tool, process in processes.items():
+                usage = reap(process)
+                if usage is not None:
+                    timeline[tool]["end"] = round(time.monotonic() - started, 2)
+                    timeline[tool]["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 2)
+            group.sample()
+            if now > args.timeout:
+                raise RuntimeError(f"{scenario} took more than {args.timeout} s")
+            time.sleep(0.1)
+        wall = time.monotonic() - started
+        device = (sectors_read(disk) - sectors0) * SECTOR
+        memory = group.figures()
+        results: dict[str, Any] = {}
+        for tool, process in processes.items():
+            out, _ = process.communicate()
+            logs[tool].seek(0)
+            if process.returncode != 0:
+                detail = logs[tool].read().strip()[-2000:]
+                raise RuntimeError(f"{tool} failed ({process.returncode}): {detail}")
+            results[tool] = json.loads(out.strip().splitlines()[-1])
+            results[tool].update(timeline[tool])
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for handle in logs.values():
+            handle.close()
+        group.remove()
+    tools_read = sum(r["read_bytes"] for r in results.values())
+    figures = {
+        "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(sum(r["cpu_seconds"] for r in results.values()), 2),
+        "device_read_bytes": device,
+        "tools_read_bytes": tools_read,
+        "device_reads_per_dataset": round(device / dataset_bytes, 3),
+        "cached_before": round(left, 5),
+        "cgroup": memory,
+        "tools": results,
+    }
+    log(
+        f"{scenario} {'with' if duet else 'without'} aioduet: {wall:.1f} s, "
+        f"{device / (1 << 20):.0f} MiB from the device "
+        f"({device / dataset_bytes:.2f}x the dataset), tools {tools_read / (1 << 20):.0f} MiB, "
+        f"cache {memory['mean_cache_bytes'] >> 20} MiB on average"
+    )
+    return figures
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]], goal: float | None) -> dict[str, Any]:
+    def median(side: str, key: str) -> float:
+        return float(statistics.median(r[key] for r in runs[side]))
+
+    summary: dict[str, Any] = {}
+    for key in ("device_read_bytes", "tools_read_bytes", "wall_seconds", "cpu_seconds"):
+        without, with_ = median("without", key), median("with", key)
+        summary[key] = {"without": without, "with": with_}
+    for name, key in (
+        ("read_ratio", "device_read_bytes"),
+        ("tools_read_ratio", "tools_read_bytes"),
+        ("wall_ratio", "wall_seconds"),
+    ):
+        without, with_ = summary[key]["without"], summary[key]["with"]
+        summary[name] = round(with_ / without, 4) if without else None
+    summary["goal_read_ratio"] = goal
+    summary["runs"] = runs
+    return summary
+
+
+def measure(args: argparse.Namespace, files: list[Path], work: Path) -> dict[str, Any]:
+    dataset_bytes = sum(p.stat().st_size for p in files)
+    disk = disk_of(args.dataset_path)
+    log(f"scrub --create: the manifest of {len(files)} files (not measured)")
+    run_tool(
+        [
+            sys.executable,
+            str(args.tools / "scrub.py"),
+            str(args.dataset_path),
+            "--manifest",
+            str(work / "manifest"),
+            "--create",
+            "--no-duet",
+        ],
+        "scrub --create",
+    )
+    results: dict[str, Any] = {}
+    for scenario in args.scenarios:
+        runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+        for run in range(args.repeat):
+            order = (False, True) if run % 2 == 0 else (True, False)
+            for duet in order:
+                figures = run_configuration(
+                    args,
+                    scenario,
+                    duet=duet,
+                    files=files,
+                    dataset_bytes=dataset_bytes,
+                    work=work,
+                    disk=disk,
+                )
+                runs["with" if duet else "without"].append(figures)
+        goal = 0.40 if len(SCENARIOS[scenario]) == 3 else None
+        results[scenario] = summarise(runs, goal)
+        log(
+            f"{scenario}: read ratio {results[scenario]['read_ratio']}, "
+            f"wall ratio {results[scenario]['wall_ratio']}"
+        )
+    return {"disk": disk.name, "dataset_bytes": dataset_bytes, "scenarios": results}
+
+
+def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat setup
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=parse_size, default="3G", help="dataset size (16M, 3G)")
+    parser.add_argument("--dir", type=Path, default=Path("/tmp"), help="where the dataset is made")
+    parser.add_argument("--dataset", type=Path, help="reuse this dataset directory (not removed)")
+    parser.add_argument("--keep", action="store_true", help="leave the dataset made in place")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the dataset")
+    parser.add_argument(
+        "--memory-fraction",
+        type=float,
+        default=0.25,
+        help="page cache the runs may use, as a fraction of the dataset",
+    )
+    parser.add_argument(
+        "--headroom",
+        type=parse_size,
+        default="8M",
+        help="slack per tool process above the cache and the memory charged that is not cache",
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=lambda s: s.split(","),
+        default=list(SCENARIOS),
+        help="three,two,staggered",
+    )
+    parser.add_argument(
+        "--stagger", type=float, default=10.0, help="seconds between starts in 'staggered'"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per scenario and side")
+    parser.add_argument("--sources", default="auto", help="the tools' aioduet source set")
+    parser.add_argument(
+        "--tools", type=Path, default=ROOT / "examples", help="directory of the tools"
+    )
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per configuration")
+    parser.add_argument("--json", type=Path, help="also write the JSON object to this file")
+    args = parser.parse_args(argv)
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if args.repeat < 1 or not 0 < args.memory_fraction <= 1 or args.stagger < 0:
+        parser.error("--repeat >= 1, 0 < --memory-fraction <= 1 and --stagger >= 0, please")
+    missing = [t for t in ("backup", "scrub", "index") if not (args.tools / f"{t}.py").exists()]
+    if missing:
+        sys.exit(f"piggyback: no {', '.join(missing)} in {args.tools}")
+    if os.geteuid() != 0:
+        sys.exit("piggyback: needs root (memory cgroups, dropping the dataset's cache)")
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="aioduet-piggyback-", dir=args.dir))
+    try:
+        if args.dataset is not None:
+            args.dataset_path = args.dataset.resolve()
+        else:
+            args.dataset_path = work / "data"
+            log(f"making {args.size >> 20} MiB of files in {args.dataset_path}")
+            make_dataset(args.dataset_path, args.size, args.seed)
+        files = dataset_files(args.dataset_path)
+        if not files:
+            sys.exit(f"piggyback: no files in {args.dataset_path}")
+        sizes = [p.stat().st_size for p in files]
+        results = measure(args, files, work)
+    finally:
+        if args.keep and args.dataset is None:
+            kept = args.dir / f"{work.name}-data"
+            (work / "data").rename(kept)
+            log(f"dataset kept in {kept}")
+        shutil.rmtree(work, ignore_errors=True)
+    report = {
+        "benchmark": "piggyback",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "kernel": platform.release(),
+            "cpus": os.cpu_count(),
+            "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+            "python": platform.python_version(),
+            "load_average_1min": os.getloadavg()[0],
+        },
+        "parameters": {
+            "size": args.size if args.dataset is None else None,
+            "dataset": str(args.dataset) if args.dataset is not None else None,
+            "seed": args.seed,
+            "memory_fraction": args.memory_fraction,
+            "headroom": args.headroom,
+            "scenarios": args.scenarios,
+            "stagger": args.stagger,
+            "repeat": args.repeat,
+            "sources": args.sources,
+            "tools": str(args.tools),
+            "orders_without": {"backup": "path", "scrub": "disk", "index": "inode"},
+        },
+        "dataset": {
+            "files": len(files),
+            "bytes": results["dataset_bytes"],
+            "median_file_bytes": statistics.median(sizes),
+            "largest_file_bytes": max(sizes),
+            "disk": results["disk"],
+        },
+        "scenarios": results["scenarios"],
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    text = json.dumps(report, indent=2)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

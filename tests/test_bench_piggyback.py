@@ -1,0 +1,48 @@
+"""The piggy-back benchmark keeps running: a tiny run, checked for shape, never for speed.
+
+Needs root (memory cgroups, the exact set the tools pick with ``--sources auto``) and the
+tools of ``examples/``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from benchrun import ROOT, run_bench
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (memory cgroups)")
+
+TOOLS = {"three": {"backup", "scrub", "index"}, "two": {"backup", "scrub"}}
+TOOLS["staggered"] = TOOLS["three"]
+
+
+def test_piggyback_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
+    report = run_bench(
+        "piggyback.py", "--size", "8M", "--stagger", "0.5", "--dir", str(tmp_path), timeout=120
+    )
+    assert report["benchmark"] == "piggyback"
+    assert report["parameters"]["tools"] == str(ROOT / "examples")
+    dataset = report["dataset"]
+    assert dataset["files"] > 50 and 7 << 20 < dataset["bytes"] <= 8 << 20
+    assert set(report["scenarios"]) == set(TOOLS)
+    for name, scenario in report["scenarios"].items():
+        assert scenario["read_ratio"] > 0 and scenario["wall_ratio"] > 0
+        assert scenario["goal_read_ratio"] == (0.40 if len(TOOLS[name]) == 3 else None)
+        for side in ("without", "with"):
+            (run,) = scenario["runs"][side]
+            assert set(run["tools"]) == TOOLS[name]
+            for tool in run["tools"].values():  # every tool processed every byte of every file
+                assert tool["files"] == dataset["files"]
+                assert tool["bytes"] == dataset["bytes"]
+                assert tool["read_bytes"] >= 0 and tool["end"] >= tool["start"] >= 0
+            # The dataset was evicted, so someone read it from the device.
+            assert run["cached_before"] < 0.01
+            assert run["device_read_bytes"] >= dataset["bytes"] // 2
+            assert run["tools_read_bytes"] > 0 and run["cpu_seconds"] > 0
+            assert run["cgroup"]["cache_budget_bytes"] == dataset["bytes"] // 4
+            assert run["cgroup"]["samples"] > 0
+    staggered = report["scenarios"]["staggered"]["runs"]["with"][0]["tools"]
+    starts = sorted(tool["start"] for tool in staggered.values())
+    assert starts[0] == 0.0 and starts[1] >= 0.5 and starts[2] >= 1.0  # one every --stagger
+    assert not list(tmp_path.iterdir())  # the dataset was removed
