@@ -6,7 +6,7 @@ import errno
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 
@@ -154,7 +154,10 @@ class Duet:
             return False
         intro = self._intros.get(slot)
         if intro is not None and (key[0], key[1]) not in intro.covered:
-            return None  # its registration scan will introduce the file: undecided till then
+            # Its registration scan will introduce the file: undecided till then. What
+            # happens to it meanwhile is checked again once the scan covered it.
+            intro.missed.add((key[0], key[1]))
+            return None
         answer = self.index.under(key[0], key[1], task.path)
         held = self._resolvers.get(task.path)
         if answer is None and held is not None:
@@ -324,7 +327,9 @@ class Duet:
             self._hold_resolver(root)
         for source in self._sources:
             source.add_scope(root)
-        intro = self._intros[slot] = _Introduction(self.store, task, slot)
+        intro = self._intros[slot] = _Introduction(
+            self.store, task, slot, recheck=self._recheck_later
+        )
         self._group.start_soon(self._introduce, intro)
         return Registration(task)
 
@@ -345,6 +350,28 @@ class Duet:
         intro.task._mark_scanned()
         if self._intros.get(intro.slot) is intro:
             del self._intros[intro.slot]
+
+    def _recheck_later(self, intro: _Introduction, inodes: list[tuple[int, int]]) -> None:
+        if self._group is not None and self._state == "open":
+            self._group.start_soon(self._recheck, intro, inodes)
+
+    async def _recheck(self, intro: _Introduction, inodes: list[tuple[int, int]]) -> None:
+        """Report the residency of files that changed while a scan was covering them.
+
+        An event that arrives between the scan's look at a file and the moment the scan
+        marks it covered cannot be routed to the task yet; where no periodic scan follows
+        (the exact set), it would be lost: the file is looked at once more instead.
+        """
+        task = intro.task
+        located = [
+            (dev, ino, path)
+            for dev, ino in inodes
+            for path in self.index.paths(dev, ino)[:1]
+            if is_under(path, task.path)
+        ]
+        observations = await anyio.to_thread.run_sync(_residency_now, located)
+        if observations and not task.closed and self._tasks.get(intro.slot) is task:
+            self.store.ingest_for(intro.slot, observations)
 
     def release(self, task: Task) -> None:
         """Deregister ``task`` (called by :meth:`Task.aclose`)."""
@@ -384,6 +411,29 @@ class Duet:
         )
 
 
+def _residency_now(located: list[tuple[int, int, str]]) -> list[Observation]:
+    """ADDED runs of the cached pages and DIRTY runs of the dirty ones (a thread's job)."""
+    observations: list[Observation] = []
+    for dev, ino, path in located:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (dev, ino):
+                continue
+            key = (dev, ino, _kernel.inode_generation(fd))
+            for field, event in (("cache", Event.ADDED), ("dirty", Event.DIRTY)):
+                for first, count in _kernel.page_runs(fd, st.st_size, field):
+                    observations.append((key, first, count, int(event)))
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return observations
+
+
 @attrs.define(eq=False)
 class _Introduction:
     """A running registration scan (see :class:`aioduet.sources.Introduction`)."""
@@ -391,11 +441,19 @@ class _Introduction:
     store: Store
     task: Task
     slot: int
+    recheck: Callable[[_Introduction, list[tuple[int, int]]], None]
     covered: set[tuple[int, int]] = attrs.field(factory=set)
+    missed: set[tuple[int, int]] = attrs.field(factory=set)
+    """Inodes with events while not covered yet: looked at again once covered."""
     scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
 
     def cover(self, inodes: Iterable[tuple[int, int]]) -> None:
-        self.covered.update(inodes)
+        fresh = set(inodes)
+        self.covered.update(fresh)
+        late = [inode for inode in fresh if inode in self.missed]
+        if late:
+            self.missed.difference_update(late)
+            self.recheck(self, late)
 
     def deliver(self, observations: Sequence[Observation]) -> None:
         if not self.task.closed:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -15,7 +18,7 @@ from taskitems import apply_exists, collect, pages, residency_passes
 import aioduet
 import aioduet._framework
 from aioduet import Event, _kernel
-from aioduet.sources import SourceOptions
+from aioduet.sources import ResidencySource, SourceOptions
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 
@@ -117,6 +120,43 @@ async def test_lost_events_give_overflow_and_a_converged_view(
                 truth = _kernel.page_runs(fd, 256 * _kernel.PAGE_SIZE, "cache")
             expected = {f + k for f, n in truth for k in range(n)}
             assert view.get(uuid_of(path), set()) == expected, path.name
+
+
+async def test_a_file_read_while_the_scan_covers_it_is_reported(
+    ext4_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race: the registration scan looks at a file (not cached), the file is read, its
+    # events reach the framework before the scan marks it covered (undecided: not routed),
+    # then the scan marks it covered. No periodic scan follows in the exact set.
+    data = write_clean(ext4_dir / "data", 4)
+    ident = (os.stat(data).st_dev, os.stat(data).st_ino)
+    original = ResidencySource._run_batch
+    raced: list[bool] = []
+    duets: list[aioduet.Duet] = []
+
+    async def run_batch(
+        self: ResidencySource, work: Callable[[Any], None], intro: Any = None
+    ) -> Any:
+        def racing(batch: Any) -> None:
+            work(batch)
+            if intro is not None and ident in batch.walked and not raced:
+                raced.append(True)
+                read_pages(data)  # after the scan's look, before it covers the file
+                deadline = time.monotonic() + 10
+                while not any(ident in i.missed for i in duets[0]._intros.values()):
+                    assert time.monotonic() < deadline, "the events never reached relevance"
+                    time.sleep(0.005)  # a worker thread, waiting for the event loop's drain
+
+        return await original(self, racing, intro)
+
+    monkeypatch.setattr(ResidencySource, "_run_batch", run_batch)
+    async with aioduet.open_duet("exact") as duet:
+        duets.append(duet)
+        task = await duet.register("raced", Event.ADDED, ext4_dir)
+        await task.wait_scanned()
+        assert raced
+        items = await collect(task, lambda got: len(pages(got, uuid_of(data), Event.ADDED)) == 4)
+        assert pages(items, uuid_of(data), Event.ADDED) == {0, 1, 2, 3}
 
 
 async def test_cancellation_leaves_no_instance(ext4_dir: Path) -> None:
