@@ -63,7 +63,7 @@ def test_open_duet_refuses_bad_arguments() -> None:
     with pytest.raises(ValueError, match="max_tasks"):
         aioduet.open_duet(max_tasks=65)
     with pytest.raises(ValueError, match="interval"):
-        aioduet.open_duet(interval=0)
+        aioduet.open_duet("scan", interval=0)
     with pytest.raises(ValueError, match="unknown source set"):
         aioduet.open_duet(sources="fast")
     with pytest.raises(ValueError, match="unknown source"):
@@ -80,7 +80,7 @@ async def test_bad_registrations_raise_at_once_and_the_framework_keeps_working(
     ext4_dir: Path,
 ) -> None:
     a_file = write_clean(ext4_dir / "plain", 4)
-    async with aioduet.open_duet(interval=0.05, max_tasks=2) as duet:
+    async with aioduet.open_duet("scan", interval=0.05, max_tasks=2) as duet:
         with pytest.raises(ValueError, match="empty"):
             duet.register("zero", 0, ext4_dir)
         with pytest.raises(ValueError, match="EXISTS"):
@@ -223,7 +223,7 @@ async def test_closing_mid_scan_is_prompt_and_leaks_no_fds(ext4_dir: Path) -> No
     tree = make_tree(ext4_dir / "tree", dirs=10, files=200, size=1)
     fds_before = len(os.listdir("/proc/self/fd"))
     with anyio.fail_after(10):
-        async with aioduet.open_duet(interval=0.05) as duet:
+        async with aioduet.open_duet("scan", interval=0.05) as duet:
             tasks = [await duet.register(f"t{i}", Event.EXISTS, tree) for i in range(3)]
             assert any(task.statistics().scanning for task in tasks)
         # Closed while registration scans were running: they ended with the framework.

@@ -30,7 +30,7 @@ def anyio_backend() -> str:
 async def test_registration_scan_is_incremental_on_a_large_tree(ext4_dir: Path) -> None:
     """Items of a big tree arrive while the scan is still running, in several batches."""
     tree = make_tree(ext4_dir / "tree", dirs=20, files=150, size=100)
-    async with aioduet.open_duet(interval=60) as duet:
+    async with aioduet.open_duet("scan", interval=60) as duet:
         task = await duet.register("big", Event.EXISTS, tree)
         with anyio.fail_after(30):
             first = await task.fetch(10)
@@ -49,7 +49,7 @@ async def test_renames_out_of_and_into_the_scope_are_honoured(ext4_dir: Path) ->
     leaving = write_clean(inside / "leaving", 4)
     coming = write_clean(outside / "coming", 4)
     ul, uc = uuid_of(leaving), uuid_of(coming)
-    async with aioduet.open_duet(interval=INTERVAL) as duet:
+    async with aioduet.open_duet("scan", interval=INTERVAL) as duet:
         task = await duet.register("scope", Event.EXISTS, inside)
         probe = await duet.register("probe", Event.EXISTS, ext4_dir)
         await task.wait_scanned()
@@ -81,7 +81,7 @@ async def test_renames_out_of_and_into_the_scope_are_honoured(ext4_dir: Path) ->
 async def test_deleted_files_are_reported_removed(ext4_dir: Path) -> None:
     doomed = write_clean(ext4_dir / "doomed", 8)
     ud = uuid_of(doomed)
-    async with aioduet.open_duet(interval=INTERVAL) as duet:
+    async with aioduet.open_duet("scan", interval=INTERVAL) as duet:
         task = await duet.register("deletes", Event.ADDED | Event.REMOVED, ext4_dir)
         await task.wait_scanned()
         read_pages(doomed)
@@ -108,7 +108,7 @@ import os, anyio, anyio._backends._asyncio, aioduet
 from aioduet import Event
 os.setgid(65534); os.setuid(65534)
 async def main():
-    async with aioduet.open_duet(interval=60) as duet:
+    async with aioduet.open_duet("scan", interval=60) as duet:
         task = await duet.register("nobody", Event.EXISTS, {str(ext4_dir)!r})
         await task.wait_scanned()
         items = task.fetch_nowait(100)
