@@ -24,23 +24,19 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
+from _common import log
 
 import aioduet
 from aioduet import Event, _kernel
 from aioduet.tasks import cached_first
 
 PER_DIR = 1000
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def make_tree(base: Path, files: int) -> list[str]:

@@ -44,24 +44,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import binary_size, log
+
 CHUNK = 1 << 20
 WORKLOADS = ("randread", "seqwrite")
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def parse_size(text: str) -> int:
-    """``8M``, ``1G``, ``4096``: binary units, as fio reads them."""
-    unit = text[-1:].upper() if text[-1:].isalpha() else ""
-    if unit not in _UNITS:
-        raise argparse.ArgumentTypeError(f"size must be a number with K, M or G, not {text!r}")
-    try:
-        value = int(text[: len(text) - len(unit)]) * _UNITS[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be a number, not {text!r}") from None
+    """``8M``, ``1G``, ``4096``: binary units, as fio reads them; a multiple of 1M."""
+    value = binary_size(text)
     if value < CHUNK or value % CHUNK:
         raise argparse.ArgumentTypeError(f"size must be a positive multiple of 1M, not {text!r}")
     return value

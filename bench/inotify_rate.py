@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from _common import log
 
 # Generator processes run this file too: they must start fast and need nothing of aioduet.
 if sys.argv[1:2] != ["--generate"]:
@@ -53,10 +54,6 @@ if sys.argv[1:2] != ["--generate"]:
 
 READERS = ("bare", "source", "pyinotify")
 STEP = dict[str, Any]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- generators ---------------------------------------------------------------------------

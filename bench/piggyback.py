@@ -53,6 +53,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import binary_size, log
+
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1 << 20
 SECTOR = 512
@@ -61,7 +63,6 @@ SCENARIOS = {
     "two": ("backup", "scrub"),
     "staggered": ("backup", "scrub", "index"),
 }
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 # The dataset's shape: share of the bytes, file sizes (min, max), files per directory.
 # Many small files, some medium, a few large, as a home directory or a source tree holds.
 SHAPE = (
@@ -72,19 +73,9 @@ SHAPE = (
 FILES_PER_DIR = 100
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def parse_size(text: str) -> int:
-    """``16M``, ``3G``: binary units."""
-    unit = text[-1:].upper() if text[-1:].isalpha() else ""
-    if unit not in _UNITS:
-        raise argparse.ArgumentTypeError(f"size must be a number with K, M or G, not {text!r}")
-    try:
-        value = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be a number, not {text!r}") from None
+    """``16M``, ``3G``: binary units; at least 1M."""
+    value = binary_size(text)
     if value < CHUNK:
         raise argparse.ArgumentTypeError(f"size must be at least 1M, not {text!r}")
     return value

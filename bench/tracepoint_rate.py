@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import log
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -43,10 +45,6 @@ def generate(path: str, rounds: int) -> None:
             os.pread(fd, 1, offset)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     os.close(fd)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def measure(pages: int, rounds: int, buffer_kb: int) -> dict[str, Any]:  # noqa: PLR0915 - one run, in order
