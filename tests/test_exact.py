@@ -18,7 +18,8 @@ from taskitems import apply_exists, collect, pages, residency_passes
 import aioduet
 import aioduet._framework
 from aioduet import Event, _kernel
-from aioduet.sources import ResidencySource, SourceOptions
+from aioduet.sources import ResidencySource, SourceOptions, _tracefs
+from aioduet.sources.tracepoints import ADD, TracepointSource
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 
@@ -220,3 +221,32 @@ async def test_excluded_paths_stay_out_of_the_exact_set_too(ext4_dir: Path) -> N
         # The tracepoints of the excluded files came first: they were dropped, not delayed.
         items += task.fetch_nowait(1000)
         assert {item.uuid for item in items} == {uuid_of(kept)}
+
+
+async def test_registration_waits_for_the_kernel_filters(
+    ext4_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The filters follow scopes in a worker thread. Made slow here (a fault injected, not a
+    # wait): a task scanned before its device is in the filters would miss a read made just
+    # after wait_scanned() returns, both from the tracepoints and from its scan.
+    applied: list[dict[str, str]] = []
+    real = TracepointSource._apply_filters
+
+    def slow_apply(self: TracepointSource, instance: Any, filters: dict[str, str]) -> None:
+        time.sleep(0.3)
+        real(self, instance, filters)
+        applied.append(filters)
+
+    monkeypatch.setattr(TracepointSource, "_apply_filters", slow_apply)
+    data = write_clean(ext4_dir / "data", 16)
+    uuid = uuid_of(data)
+    async with (
+        aioduet.open_duet("exact") as duet,
+        duet.register("t", Event.ADDED, ext4_dir) as task,
+    ):
+        await task.wait_scanned()
+        dev = _tracefs.kernel_dev(os.stat(ext4_dir).st_dev)
+        assert any(f"s_dev == {dev}" in filters[ADD] for filters in applied)
+        assert read_pages(data) == 16
+        items = await collect(task, lambda got: len(pages(got, uuid, Event.ADDED)) == 16)
+        assert pages(items, uuid, Event.ADDED) == set(range(16))

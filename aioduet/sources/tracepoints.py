@@ -128,6 +128,11 @@ class TracepointSource:
     _devs: dict[str, int] = attrs.field(init=False, factory=dict)
     _instance: _tracefs.Instance | None = attrs.field(init=False, default=None)
     _refilter: anyio.Event | None = attrs.field(init=False, default=None)
+    _wanted: int = attrs.field(init=False, default=0)
+    """Scope changes so far; the kernel filters reflect the first :attr:`_applied` of them."""
+    _applied: int = attrs.field(init=False, default=0)
+    _filtered: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    """Set (and replaced) whenever filters reach the kernel, or the source stops."""
     _ids: dict[str, int] = attrs.field(init=False, factory=dict)
     _keys: dict[tuple[int, int], Key] = attrs.field(init=False, factory=dict)
     _orders: dict[tuple[int, int], dict[int, int]] = attrs.field(init=False, factory=dict)
@@ -163,11 +168,25 @@ class TracepointSource:
             self._changed()
 
     def _changed(self) -> None:
+        self._wanted += 1
         if self._refilter is not None:
             self._refilter.set()
 
     async def introduce(self, root: str, intro: Introduction) -> None:
-        """Nothing: the residency source does registration scans."""
+        """Wait until the kernel filters take in ``root``; the residency source then scans.
+
+        Events that the old filters dropped are covered by that scan, which starts later;
+        without the wait, a file read between registration and the new filters would be
+        missed by both.
+        """
+        wanted = self._wanted
+        while self._refilter is not None and self._applied < wanted:
+            await self._filtered.wait()
+
+    def _filters_reached_kernel(self, changes: int) -> None:
+        self._applied = changes
+        self._filtered.set()
+        self._filtered = anyio.Event()
 
     def _filters(self) -> dict[str, str]:
         devs = sorted(set(self._devs.values()))
@@ -200,6 +219,10 @@ class TracepointSource:
     ) -> None:
         if os.geteuid() != 0:
             raise SourceUnavailable(errno.EPERM, "the tracepoints source needs root")
+        # From here on, scope changes set the event; those made while the instance is set up
+        # are applied as soon as the filters are kept.
+        self._refilter = anyio.Event()
+        changes = self._wanted
         filters = self._filters()
 
         def setup() -> _tracefs.Instance:
@@ -216,15 +239,20 @@ class TracepointSource:
                 raise
             return instance
 
-        instance = await anyio.to_thread.run_sync(setup)
+        try:
+            instance = await anyio.to_thread.run_sync(setup)
+        except BaseException:
+            self._refilter = None
+            self._filters_reached_kernel(self._wanted)
+            raise
         fds: list[int] = []
         try:
             parser = self.bind(instance)
             for cpu in instance.cpus():
                 fds.append(instance.open_pipe(cpu))
             self._counts.active = True
+            self._filters_reached_kernel(changes)
             async with anyio.create_task_group() as tg:
-                self._refilter = anyio.Event()
                 tg.start_soon(self._keep_filters, instance, filters)
                 for fd in fds:
                     tg.start_soon(self._read, fd, parser, instance.page_size)
@@ -232,6 +260,7 @@ class TracepointSource:
         finally:
             self._counts.active = False
             self._refilter = None
+            self._filters_reached_kernel(self._wanted)  # nobody waits for a stopped source
             self._instance = None
             for fd in fds:
                 anyio.notify_closing(fd)
@@ -257,10 +286,12 @@ class TracepointSource:
             assert self._refilter is not None
             await self._refilter.wait()
             self._refilter = anyio.Event()
+            changes = self._wanted
             filters = self._filters()
             if filters != applied:
                 await anyio.to_thread.run_sync(self._apply_filters, instance, filters)
                 applied = filters
+            self._filters_reached_kernel(changes)
 
     async def _read(self, fd: int, parser: _tracefs.PageParser, page_size: int) -> None:
         interval = self.drain_interval
