@@ -15,9 +15,9 @@ import anyio.abc
 import attrs
 
 from . import _kernel
-from ._handles import HandleResolver
+from ._handles import HandleResolver, generation_at
 from ._model import Event, Uuid
-from ._paths import Exclusions, PathIndex, is_under, normalize_root
+from ._paths import Exclusions, PathHints, PathIndex, is_under, normalize_root
 from ._status import SourceStatus, Status, TaskStatus
 from .errors import SourceUnavailable, TooManyTasks
 from .sources import (
@@ -119,9 +119,18 @@ class Duet:
         if "tracepoints" in self._source_names:
             # Events name inodes, not paths: file handles find the paths the index lacks.
             self._sink.attach_resolver(self._resolve_inode)
+            self._sink.path_hints = PathHints()
 
     def _resolve_inode(self, dev: int, ino: int) -> tuple[str, int] | None:
         """A path under some task's root, and the generation, of an inode; learnt by the index."""
+        hints = self._sink.path_hints
+        path = None if hints is None else hints.take(dev, ino)
+        if path is not None and any(is_under(path, root) for root in self._resolvers):
+            # Where the registration scan saw it: two system calls, not two handle opens.
+            found = generation_at(path, dev, ino)
+            if found is not None:
+                self.index.add(dev, ino, path, found[1])
+                return path, found[0]
         for resolver, _count in self._resolvers.values():
             path = self._learn_path(resolver, dev, ino)
             gen = None if path is None else resolver.generation(dev, ino)

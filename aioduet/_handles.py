@@ -47,7 +47,7 @@ from . import _kernel
 from ._paths import is_under, normalize_root
 from .errors import SourceUnavailable
 
-__all__ = ["HandleResolver", "Resolution", "ResolverStatistics", "Verdict"]
+__all__ = ["HandleResolver", "Resolution", "ResolverStatistics", "Verdict", "generation_at"]
 
 _Encode = Callable[[int, int], bytes]
 
@@ -105,6 +105,28 @@ class ResolverStatistics:
     """Entries in the cache of paths under the root."""
     negative_cached: int
     """Entries in the negative cache."""
+
+
+def generation_at(path: str, dev: int, ino: int) -> tuple[int, int] | None:
+    """The generation and link count of inode ``(dev, ino)`` if ``path`` leads to it now.
+
+    None when the path is gone, is a symbolic link, names another inode, or the filesystem
+    has no generations. An inode number names one live inode at a time, so a path that leads
+    to it is a path of that inode.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_ino != ino or st.st_dev != dev:
+            return None
+        return _kernel.inode_generation(fd), st.st_nlink
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _find_layout(probes: list[tuple[int, int, int, bytes]]) -> _Encode | None:

@@ -250,3 +250,22 @@ async def test_registration_waits_for_the_kernel_filters(
         assert read_pages(data) == 16
         items = await collect(task, lambda got: len(pages(got, uuid, Event.ADDED)) == 16)
         assert pages(items, uuid, Event.ADDED) == set(range(16))
+
+
+async def test_files_walked_uncached_are_found_without_file_handles(ext4_dir: Path) -> None:
+    # The registration scan saw where each (uncached) file lives: the first events of a
+    # file then cost an open of that path, not a file-handle lookup.
+    files = [write_clean(ext4_dir / f"d{i % 3}" / f"f{i}", 2) for i in range(30)]
+    async with (
+        aioduet.open_duet("exact") as duet,
+        duet.register("t", Event.ADDED, ext4_dir) as task,
+    ):
+        await task.wait_scanned()
+        for path in files:
+            assert read_pages(path) == 2
+        uuids = {uuid_of(path): path for path in files}
+        await collect(task, lambda got: all(len(pages(got, u, Event.ADDED)) == 2 for u in uuids))
+        for uuid, path in uuids.items():
+            assert await task.get_path(uuid) == str(path)
+        resolves = sum(r.statistics().resolves for r, _ in duet._resolvers.values())
+        assert resolves == 0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aioduet._paths import PathIndex, is_under, normalize_root
+from aioduet._paths import PathHints, PathIndex, is_under, normalize_root
 
 # Short components over a tiny alphabet, so that one path is often a string prefix of another.
 components = st.text(alphabet="ab.", min_size=1, max_size=3).filter(lambda c: c not in {".", ".."})
@@ -204,3 +204,35 @@ def test_hard_link_index_matches_set_model(operations: list[tuple[str, str]]) ->
             assert index.under(7, 1, "/a") == any(oracle(p, "/a") for p in model)
         else:
             assert index.under(7, 1, "/a") is None
+
+
+def test_path_hints_are_taken_once() -> None:
+    hints = PathHints()
+    hints.add(1, 10, "/d/a")
+    hints.add(2, 10, "/e/a")  # another device, the same number
+    assert hints.take(1, 10) == "/d/a"
+    assert hints.take(1, 10) is None
+    assert hints.take(2, 10) == "/e/a"
+    assert len(hints) == 0
+
+
+def test_path_hints_keep_the_newest_within_the_limit() -> None:
+    hints = PathHints(limit=3)
+    for ino in range(5):
+        hints.add(1, ino, f"/d/{ino}")
+    hints.add(1, 2, "/d/moved")  # seen again: now the newest
+    hints.add(1, 9, "/d/9")
+    assert len(hints) == 3
+    assert [hints.take(1, ino) for ino in (0, 1, 3, 4, 2, 9)] == [
+        None,
+        None,
+        None,
+        "/d/4",
+        "/d/moved",
+        "/d/9",
+    ]
+
+
+def test_path_hints_need_a_positive_limit() -> None:
+    with pytest.raises(ValueError, match="limit"):
+        PathHints(limit=0)

@@ -9,7 +9,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from .._paths import PathIndex
+from .._paths import PathHints, PathIndex
 from .._status import SourceStatus
 from ..store import Observation, Store
 
@@ -82,6 +82,8 @@ class Sink:
     index: PathIndex
     overflow: Callable[[str | None], None] = _no_overflow
     """Signals OVERFLOW to the tasks whose scope overlaps a root (all tasks for None)."""
+    path_hints: PathHints | None = attrs.field(default=None, init=False)
+    """Paths walks saw for uncached files, when a source names inodes only (exact set)."""
     _checker: Checker | None = attrs.field(default=None, init=False)
     _mirror: Callable[[Sequence[Observation]], None] | None = attrs.field(default=None, init=False)
     _resolver: Callable[[int, int], tuple[str, int] | None] | None = attrs.field(

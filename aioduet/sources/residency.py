@@ -134,6 +134,10 @@ class _Batch:
     """Paths of files that have (or had) cached or dirty pages; only those are indexed."""
     walked: list[tuple[int, int]] = attrs.field(factory=list)
     """Every file checked, for registration scans."""
+    hinting: bool = False
+    """Whether to gather :attr:`hints` (the sink keeps path hints)."""
+    hints: list[tuple[int, int, str]] = attrs.field(factory=list)
+    """``(dev, ino, path)`` of walked files that are not cached, hence not in :attr:`notes`."""
     gone: list[tuple[int, int, int]] = attrs.field(factory=list)
     files: int = 0
     cost: int = 0
@@ -375,7 +379,7 @@ class ResidencySource:
             # Shielded: a batch checked in the thread has updated the known maps, so its
             # observations must reach the store even if the scan is being cancelled.
             with anyio.CancelScope(shield=True):
-                batch = _Batch()
+                batch = _Batch(hinting=self.sink.path_hints is not None)
                 await anyio.to_thread.run_sync(work, batch)
                 self._apply(batch, intro)
         return batch
@@ -452,6 +456,10 @@ class ResidencySource:
         sink = self.sink
         for dev, ino in sink.learn(batch.notes):
             sink.relocate(dev, ino, self._present(dev, ino))
+        if batch.hints and sink.path_hints is not None:
+            add_hint = sink.path_hints.add
+            for dev, ino, path in batch.hints:
+                add_hint(dev, ino, path)
         if intro is not None:
             intro.cover(batch.walked)
         if batch.observations:
@@ -649,6 +657,8 @@ class ResidencySource:
                 batch.checked_unknown.append(path)
             if not counts.cache and not counts.dirty:
                 batch.walked.append(listed)
+                if batch.hinting:
+                    batch.hints.append((listed[0], listed[1], path))
                 return None
             batch.cost += 1
             return os.fstat(fd), counts

@@ -45,6 +45,7 @@ import anyio.to_thread
 import attrs
 
 from .. import _kernel
+from .._handles import generation_at
 from .._model import Event
 from .._status import SourceStatus
 from ..errors import SourceUnavailable
@@ -475,33 +476,20 @@ class TracepointSource:
         dev = _tracefs.user_dev(kdev)
         gen: int | None = None
         for path in self.sink.index.paths(dev, ino):
-            gen = self._generation(path, ino)
-            if gen is not None:
+            found = generation_at(path, dev, ino)
+            if found is not None:
+                gen = found[0]
                 break
         if gen is None and self.resolve is not None:
-            found = self.resolve(dev, ino)
-            if found is not None:
-                gen = found[1]
+            resolved = self.resolve(dev, ino)
+            if resolved is not None:
+                gen = resolved[1]
         if gen is None:
             return (dev, ino, 0)  # not cached: a path may become known later
         if len(self._keys) >= _KEY_CACHE:
             self._keys.clear()
         key = self._keys[inode] = (dev, ino, gen)
         return key
-
-    def _generation(self, path: str, ino: int) -> int | None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            return None
-        try:
-            if os.fstat(fd).st_ino != ino:
-                return None
-            return _kernel.inode_generation(fd)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
 
     # -- status --------------------------------------------------------------------------
 
