@@ -17,7 +17,7 @@ import attrs
 from . import _kernel
 from ._handles import HandleResolver, generation_at
 from ._model import Event, Uuid
-from ._paths import Exclusions, PathHints, PathIndex, is_under, normalize_root
+from ._paths import Exclusions, PathHint, PathHints, PathIndex, is_under, normalize_root
 from ._status import SourceStatus, Status, TaskStatus
 from .errors import SourceUnavailable, TooManyTasks
 from .sources import (
@@ -124,13 +124,12 @@ class Duet:
     def _resolve_inode(self, dev: int, ino: int) -> tuple[str, int] | None:
         """A path under some task's root, and the generation, of an inode; learnt by the index."""
         hints = self._sink.path_hints
-        path = None if hints is None else hints.take(dev, ino)
-        if path is not None and any(is_under(path, root) for root in self._resolvers):
-            # Where the registration scan saw it: two system calls, not two handle opens.
-            found = generation_at(path, dev, ino)
+        hint = None if hints is None else hints.take(dev, ino)
+        if hint is not None and any(is_under(hint[0], root) for root in self._resolvers):
+            found = _confirm(hint, dev, ino)
             if found is not None:
-                self.index.add(dev, ino, path, found[1])
-                return path, found[0]
+                self.index.add(dev, ino, hint[0], found[1])
+                return hint[0], found[0]
         for resolver, _count in self._resolvers.values():
             path = self._learn_path(resolver, dev, ino)
             gen = None if path is None else resolver.generation(dev, ino)
@@ -441,6 +440,25 @@ def _residency_now(located: list[tuple[int, int, str]]) -> list[Observation]:
         finally:
             os.close(fd)
     return observations
+
+
+def _confirm(hint: PathHint, dev: int, ino: int) -> tuple[int, int] | None:
+    """The generation and link count of ``(dev, ino)`` if ``hint`` still leads to it.
+
+    One ``stat``: the same inode with the same change time is the inode the scan saw, with
+    the generation it read (a new inode that reused the number has its own change time).
+    Otherwise the path is opened and the generation read again.
+    """
+    path, gen, ctime = hint
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    if st.st_ino != ino or st.st_dev != dev:
+        return None
+    if st.st_ctime_ns == ctime:
+        return gen, st.st_nlink
+    return generation_at(path, dev, ino)
 
 
 @attrs.define(eq=False)

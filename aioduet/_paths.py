@@ -13,7 +13,7 @@ import re
 
 import attrs
 
-__all__ = ["Exclusions", "PathHints", "PathIndex", "is_under", "normalize_root"]
+__all__ = ["Exclusions", "PathHint", "PathHints", "PathIndex", "is_under", "normalize_root"]
 
 
 def normalize_root(path: str | os.PathLike[str]) -> str:
@@ -133,30 +133,35 @@ class PathIndex:
         return any(is_under(path, root) for path in found)
 
 
+PathHint = tuple[str, int, int]
+"""``(path, generation, ctime_ns)``: where and as what a walk saw a file."""
+
+
 @attrs.define(eq=False)
 class PathHints:
     """Where a walk last saw files that the index does not hold (they were not cached).
 
-    The exact source names inodes, not paths. For an inode the index lacks, a path seen by
-    the registration scan is a far cheaper start than a file handle: the caller opens it and
-    checks that the inode is still there (a stale hint only costs that try). Bounded: past
-    ``limit`` entries the oldest hints go. A hint is used once: :meth:`take` removes it.
+    The exact source names inodes, not paths. For an inode the index lacks, a hint from the
+    registration scan is a far cheaper start than a file handle: one ``stat`` of the hinted
+    path that finds the same inode with the same change time confirms the path and the
+    generation (a stale hint only costs that try). Bounded: past ``limit`` entries the
+    oldest hints go. A hint is used once: :meth:`take` removes it.
     """
 
     limit: int = attrs.field(default=1 << 18, validator=attrs.validators.ge(1))
-    _paths: dict[tuple[int, int], str] = attrs.field(init=False, factory=dict)
+    _hints: dict[tuple[int, int], PathHint] = attrs.field(init=False, factory=dict)
 
     def __len__(self) -> int:
-        return len(self._paths)
+        return len(self._hints)
 
-    def add(self, dev: int, ino: int, path: str) -> None:
-        """Remember that a walk saw ``(dev, ino)`` at ``path``."""
-        paths = self._paths
-        paths.pop((dev, ino), None)  # re-inserted as the newest
-        if len(paths) >= self.limit:
-            del paths[next(iter(paths))]
-        paths[(dev, ino)] = path
+    def add(self, dev: int, ino: int, hint: PathHint) -> None:
+        """Remember that a walk saw ``(dev, ino)`` as ``hint``."""
+        hints = self._hints
+        hints.pop((dev, ino), None)  # re-inserted as the newest
+        if len(hints) >= self.limit:
+            del hints[next(iter(hints))]
+        hints[(dev, ino)] = hint
 
-    def take(self, dev: int, ino: int) -> str | None:
-        """The hinted path of ``(dev, ino)``, removed from the hints; None without one."""
-        return self._paths.pop((dev, ino), None)
+    def take(self, dev: int, ino: int) -> PathHint | None:
+        """The hint for ``(dev, ino)``, removed from the hints; None without one."""
+        return self._hints.pop((dev, ino), None)

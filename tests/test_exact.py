@@ -269,3 +269,22 @@ async def test_files_walked_uncached_are_found_without_file_handles(ext4_dir: Pa
             assert await task.get_path(uuid) == str(path)
         resolves = sum(r.statistics().resolves for r, _ in duet._resolvers.values())
         assert resolves == 0
+
+
+async def test_a_file_replaced_after_the_scan_gets_its_own_generation(ext4_dir: Path) -> None:
+    # The scan's hint names the old file; a new one, often with the same inode number on
+    # ext4, must not be reported under the old file's generation.
+    path = write_clean(ext4_dir / "f", 4)
+    async with (
+        aioduet.open_duet("exact") as duet,
+        duet.register("t", Event.ADDED, ext4_dir) as task,
+    ):
+        await task.wait_scanned()
+        old = uuid_of(path)
+        path.unlink()
+        write_clean(path, 4)
+        new = uuid_of(path)
+        assert new != old
+        assert read_pages(path) == 4
+        items = await collect(task, lambda got: len(pages(got, new, Event.ADDED)) == 4)
+        assert not [item for item in items if item.uuid == old]

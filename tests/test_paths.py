@@ -208,22 +208,23 @@ def test_hard_link_index_matches_set_model(operations: list[tuple[str, str]]) ->
 
 def test_path_hints_are_taken_once() -> None:
     hints = PathHints()
-    hints.add(1, 10, "/d/a")
-    hints.add(2, 10, "/e/a")  # another device, the same number
-    assert hints.take(1, 10) == "/d/a"
+    hints.add(1, 10, ("/d/a", 7, 100))
+    hints.add(2, 10, ("/e/a", 8, 200))  # another device, the same number
+    assert hints.take(1, 10) == ("/d/a", 7, 100)
     assert hints.take(1, 10) is None
-    assert hints.take(2, 10) == "/e/a"
+    assert hints.take(2, 10) == ("/e/a", 8, 200)
     assert len(hints) == 0
 
 
 def test_path_hints_keep_the_newest_within_the_limit() -> None:
     hints = PathHints(limit=3)
     for ino in range(5):
-        hints.add(1, ino, f"/d/{ino}")
-    hints.add(1, 2, "/d/moved")  # seen again: now the newest
-    hints.add(1, 9, "/d/9")
+        hints.add(1, ino, (f"/d/{ino}", 0, 0))
+    hints.add(1, 2, ("/d/moved", 0, 0))  # seen again: now the newest
+    hints.add(1, 9, ("/d/9", 0, 0))
     assert len(hints) == 3
-    assert [hints.take(1, ino) for ino in (0, 1, 3, 4, 2, 9)] == [
+    taken = [hints.take(1, ino) for ino in (0, 1, 3, 4, 2, 9)]
+    assert [None if hint is None else hint[0] for hint in taken] == [
         None,
         None,
         None,

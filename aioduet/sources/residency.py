@@ -57,7 +57,7 @@ import attrs
 
 from .. import _kernel
 from .._model import Event
-from .._paths import Exclusions
+from .._paths import Exclusions, PathHint
 from .._status import SourceStatus
 from ..errors import ResidencyUnknown
 from ..store import Observation
@@ -124,6 +124,16 @@ class _Known:
     regions: list[_regions.Region] | None = None
 
 
+def _hint(fd: int, path: str, listed: tuple[int, int], batch: _Batch) -> None:
+    """Note where and as what an uncached file was walked (for an exact source)."""
+    try:
+        ctime = os.fstat(fd).st_ctime_ns
+        gen = _kernel.inode_generation(fd)
+    except OSError:
+        return
+    batch.hints.append((listed[0], listed[1], (path, gen, ctime)))
+
+
 @attrs.define(eq=False)
 class _Batch:
     """What a worker thread found in one batch of files, for the loop to apply."""
@@ -136,8 +146,8 @@ class _Batch:
     """Every file checked, for registration scans."""
     hinting: bool = False
     """Whether to gather :attr:`hints` (the sink keeps path hints)."""
-    hints: list[tuple[int, int, str]] = attrs.field(factory=list)
-    """``(dev, ino, path)`` of walked files that are not cached, hence not in :attr:`notes`."""
+    hints: list[tuple[int, int, PathHint]] = attrs.field(factory=list)
+    """``(dev, ino, hint)`` of walked files that are not cached, hence not in :attr:`notes`."""
     gone: list[tuple[int, int, int]] = attrs.field(factory=list)
     files: int = 0
     cost: int = 0
@@ -458,8 +468,8 @@ class ResidencySource:
             sink.relocate(dev, ino, self._present(dev, ino))
         if batch.hints and sink.path_hints is not None:
             add_hint = sink.path_hints.add
-            for dev, ino, path in batch.hints:
-                add_hint(dev, ino, path)
+            for dev, ino, hint in batch.hints:
+                add_hint(dev, ino, hint)
         if intro is not None:
             intro.cover(batch.walked)
         if batch.observations:
@@ -658,7 +668,7 @@ class ResidencySource:
             if not counts.cache and not counts.dirty:
                 batch.walked.append(listed)
                 if batch.hinting:
-                    batch.hints.append((listed[0], listed[1], path))
+                    _hint(fd, path, listed, batch)
                 return None
             batch.cost += 1
             return os.fstat(fd), counts
