@@ -116,6 +116,9 @@ class TracepointSource:
             buffers lose events under load, which is reported as OVERFLOW).
         drain_interval: seconds between drains when the kernel does not wake us (it does
             only once ``buffer_percent`` of a buffer is full).
+        gather: seconds to wait after a wake-up before reading, so that one read takes in
+            what the kernel writes meanwhile: under a stream of page-cache events, a few
+            hundred reads a second instead of one per event, for that much more latency.
         resolve: finds a path and generation for an inode missing from the index.
         tracefs: the tracefs mount point.
     """
@@ -123,6 +126,7 @@ class TracepointSource:
     sink: Sink
     buffer_kb: int = attrs.field(default=4096, validator=attrs.validators.ge(1))
     drain_interval: float = attrs.field(default=0.05, validator=attrs.validators.gt(0))
+    gather: float = attrs.field(default=0.005, validator=attrs.validators.ge(0))
     resolve: Resolver | None = None
     tracefs: str = _tracefs.TRACEFS
     _scopes: Scopes = attrs.field(init=False, factory=Scopes)
@@ -295,10 +299,12 @@ class TracepointSource:
             self._filters_reached_kernel(changes)
 
     async def _read(self, fd: int, parser: _tracefs.PageParser, page_size: int) -> None:
-        interval = self.drain_interval
+        interval, gather = self.drain_interval, self.gather
         while True:
             with anyio.move_on_after(interval):
                 await anyio.wait_readable(fd)
+                if gather:
+                    await anyio.sleep(gather)
             while self.drain(fd, parser, page_size) >= _PAGES_PER_WAKEUP:
                 await anyio.lowlevel.checkpoint()
 
