@@ -311,6 +311,11 @@ class Runner:
             total = len(self.tree.files)
             warn(self.prog, f"{len(self.done)}/{total} files, {self.stats.bytes >> 20} MiB")
 
+    def run_all(self, paths: Iterable[str]) -> None:
+        """Process each of ``paths`` in turn (one worker-thread call for a batch of picks)."""
+        for path in paths:
+            self(path)
+
     def close(self) -> None:
         if self.listing is not None:
             self.listing.close()
@@ -423,15 +428,19 @@ async def _cached_first(
             raise Fatal(f"--sources {args.sources}: {exc}") from None
         task = await stack.enter_async_context(duet.register(prog, aioduet.Event.EXISTS, tree.root))
         picks = cached_first(task, order=order)
-        async for picked in picks:
-            if picked.path not in wanted:
-                runner.stats.ignored += 1  # created after the walk, or excluded
-                continue
-            if picked.cached > 0:
-                runner.stats.cached_picks += 1
-            # The reading (and hashing, writing) runs in a worker thread so that the event
-            # loop keeps draining the sources meanwhile.
-            await anyio.to_thread.run_sync(runner, picked.path)
+        # Picks come in batches (up to 64 files, 8 MiB): the reading (and hashing, writing)
+        # runs in a worker thread so that the event loop keeps draining the sources, and
+        # one thread hop per small file would cost more than reading it from the cache.
+        async for batch in picks.batches():
+            paths = []
+            for picked in batch:
+                if picked.path not in wanted:
+                    runner.stats.ignored += 1  # created after the walk, or excluded
+                    continue
+                if picked.cached > 0:
+                    runner.stats.cached_picks += 1
+                paths.append(picked.path)
+            await anyio.to_thread.run_sync(runner.run_all, paths)
         runner.stats.ahead = picks.from_cache
 
 

@@ -168,3 +168,43 @@ def test_walk_files_is_sorted_and_stays_on_the_filesystem(ext4_dir: Path) -> Non
     walked = list(walk_files(str(ext4_dir)))
     assert walked == sorted(walked, key=lambda p: p.split("/"))
     assert set(walked) == {*map(str, files), str(ext4_dir / "d0" / "a-sub" / "z")}
+
+
+@BACKENDS
+async def test_batches_hold_the_same_picks_within_their_limits(ext4_dir: Path) -> None:
+    tree = _tree(ext4_dir, 20)
+    warm = [tree[i] for i in (2, 5, 7, 8, 11, 13)]  # equally cached: taken in path order
+    for path in warm:
+        read_pages(path)
+    size = PAGES * _kernel.PAGE_SIZE
+    async with (
+        aioduet.open_duet() as duet,
+        duet.register("batches", Event.EXISTS, ext4_dir) as task,
+    ):
+        await task.wait_scanned()
+        await _pending(task, len(warm) * PAGES)
+        picks = cached_first(task)
+        by_count = await picks.take(max_files=2)
+        by_bytes = await picks.take(max_bytes=2 * size + 1)  # the third file crosses it
+        # The last cached file, then the first one to read from the device ends the batch.
+        by_device = await picks.take()
+        rest = [batch async for batch in picks.batches(max_files=5)]
+        assert await picks.take() == []  # the end: empty, not an error
+    assert [len(b) for b in (by_count, by_bytes, by_device)] == [2, 3, 2]
+    assert [f.cached for f in by_device] == [1.0, 0.0]
+    assert [len(batch) for batch in rest] == [1] * (len(tree) - len(warm) - 1)
+    paths = [f.path for batch in (by_count, by_bytes, by_device, *rest) for f in batch]
+    assert paths == [str(p) for p in warm] + [str(p) for p in tree if p not in warm]
+
+
+@BACKENDS
+async def test_batches_refuse_empty_limits(ext4_dir: Path) -> None:
+    async with (
+        aioduet.open_duet() as duet,
+        duet.register("limits", Event.EXISTS, ext4_dir) as task,
+    ):
+        picks = cached_first(task)
+        with pytest.raises(ValueError, match="max_files"):
+            await picks.take(max_files=0)
+        with pytest.raises(ValueError, match="max_bytes"):
+            picks.batches(max_bytes=-1)
