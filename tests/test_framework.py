@@ -76,11 +76,12 @@ def test_open_duet_refuses_bad_arguments() -> None:
         aioduet.open_duet(sources=["tracepoints"])
 
 
+@pytest.mark.parametrize("sources", ["scan", "exact"])
 async def test_bad_registrations_raise_at_once_and_the_framework_keeps_working(
-    ext4_dir: Path,
+    ext4_dir: Path, sources: str
 ) -> None:
     a_file = write_clean(ext4_dir / "plain", 4)
-    async with aioduet.open_duet("scan", interval=0.05, max_tasks=2) as duet:
+    async with aioduet.open_duet(sources, interval=0.05, max_tasks=2) as duet:
         with pytest.raises(ValueError, match="empty"):
             duet.register("zero", 0, ext4_dir)
         with pytest.raises(ValueError, match="EXISTS"):

@@ -78,10 +78,11 @@ async def test_renames_out_of_and_into_the_scope_are_honoured(ext4_dir: Path) ->
         assert [i for i in probe.fetch_nowait() if i.uuid in (ul, uc) and i.count] == []
 
 
-async def test_deleted_files_are_reported_removed(ext4_dir: Path) -> None:
+@pytest.mark.parametrize("sources", ["scan", "exact"])
+async def test_deleted_files_are_reported_removed(ext4_dir: Path, sources: str) -> None:
     doomed = write_clean(ext4_dir / "doomed", 8)
     ud = uuid_of(doomed)
-    async with aioduet.open_duet("scan", interval=INTERVAL) as duet:
+    async with aioduet.open_duet(sources, interval=INTERVAL) as duet:
         task = await duet.register("deletes", Event.ADDED | Event.REMOVED, ext4_dir)
         await task.wait_scanned()
         read_pages(doomed)
