@@ -28,6 +28,10 @@ def is_under(path: str, root: str) -> bool:
     return path == root or (path.startswith(root) and path[len(root)] == "/")
 
 
+_MEMO_SIZE = 1 << 16
+"""Answers :meth:`Exclusions.remembered` keeps."""
+
+
 @attrs.frozen
 class Exclusions:
     """Paths that no source watches: glob patterns matched against a path or its last part.
@@ -40,6 +44,7 @@ class Exclusions:
 
     patterns: tuple[str, ...] = ()
     _regex: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
+    _memo: dict[str, bool] = attrs.field(init=False, eq=False, repr=False, factory=dict)
 
     @_regex.default
     def _compile(self) -> re.Pattern[str] | None:
@@ -59,6 +64,19 @@ class Exclusions:
                 return True
             path = path.rpartition("/")[0] or "/"
         return False
+
+    def remembered(self, path: str) -> bool:
+        """:meth:`__call__`, remembering up to 65,536 answers (for event streams, which name
+        the same paths over and over); the memory is emptied when it is full."""
+        if self._regex is None:
+            return False
+        memo = self._memo
+        hit = memo.get(path)
+        if hit is None:
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            hit = memo[path] = self(path)
+        return hit
 
     def __call__(self, path: str) -> bool:
         """Whether ``path`` (absolute, normalised) is excluded."""

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aioduet._paths import PathHints, PathIndex, is_under, normalize_root
+from aioduet._paths import Exclusions, PathHints, PathIndex, is_under, normalize_root
 
 # Short components over a tiny alphabet, so that one path is often a string prefix of another.
 components = st.text(alphabet="ab.", min_size=1, max_size=3).filter(lambda c: c not in {".", ".."})
@@ -237,3 +237,11 @@ def test_path_hints_keep_the_newest_within_the_limit() -> None:
 def test_path_hints_need_a_positive_limit() -> None:
     with pytest.raises(ValueError, match="limit"):
         PathHints(limit=0)
+
+
+def test_remembered_answers_equal_fresh_ones() -> None:
+    exclusions = Exclusions(("*.tmp", "/data/cache"))
+    paths = ["/data/a.tmp", "/data/cache", "/data/b", "/data/a.tmp", "/other/x"]
+    assert [exclusions.remembered(p) for p in paths] == [exclusions(p) for p in paths]
+    assert [exclusions.remembered(p) for p in paths] == [True, True, False, True, False]
+    assert Exclusions().remembered("/data/a.tmp") is False

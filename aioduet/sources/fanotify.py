@@ -61,7 +61,6 @@ _CAP_DAC_READ_SEARCH = 2
 _CAP_SYS_ADMIN = 21
 _STRUCTURAL = wire.FAN_CREATE | wire.FAN_DELETE | wire.FAN_RENAME
 _DELETED = " (deleted)"
-_EXCLUSION_CACHE = 1 << 16
 
 _Dir = tuple[str, bool]
 """A directory's path and whether it lies in a scope, excluded by nothing on the way."""
@@ -140,7 +139,6 @@ class FanotifySource:
     _root_dev: dict[str, int] = attrs.field(init=False, factory=dict)
     _dirs: OrderedDict[bytes, _Dir | None] = attrs.field(init=False, factory=OrderedDict)
     """Directory fid key -> path and verdict; None for a directory that is gone."""
-    _excluded_cache: dict[str, bool] = attrs.field(init=False, factory=dict)
     _counts: SourceCounters = attrs.field(init=False, factory=SourceCounters)
     _resolves: int = attrs.field(init=False, default=0)
     _outside: int = attrs.field(init=False, default=0)
@@ -454,7 +452,7 @@ class FanotifySource:
             return None
         parent, inside = found
         path = (parent if parent != "/" else "") + "/" + os.fsdecode(name)
-        return path, inside and not self._excluded(path)
+        return path, inside and not self._exclusions.remembered(path)
 
     def _path(self, key: bytes, name: bytes) -> str | None:
         """The path of ``name`` in directory ``key`` when it is in a scope, else None."""
@@ -463,7 +461,7 @@ class FanotifySource:
             return None
         parent = found[0]
         path = (parent if parent != "/" else "") + "/" + os.fsdecode(name)
-        return None if self._excluded(path) else path
+        return None if self._exclusions.remembered(path) else path
 
     def _dir(self, key: bytes) -> _Dir | None:
         cache = self._dirs
@@ -511,17 +509,6 @@ class FanotifySource:
             if is_under(path, root) and not exclusions.covers(path, root):
                 return True
         return False
-
-    def _excluded(self, path: str) -> bool:
-        if not self._exclusions:
-            return False
-        cache = self._excluded_cache
-        hit = cache.get(path)
-        if hit is None:
-            if len(cache) >= _EXCLUSION_CACHE:
-                cache.clear()
-            hit = cache[path] = self._exclusions(path)
-        return hit
 
     def _forget_dirs(self, key: bytes | None, entry: _Dir | None) -> None:
         """A directory was renamed or deleted: forget it and every cached path below it."""

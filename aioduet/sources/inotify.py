@@ -46,7 +46,6 @@ __all__ = ["InotifySource"]
 
 _HELD_LIMIT = 1 << 16
 """Events held for unknown watches beyond this count are dropped and treated as an overflow."""
-_EXCLUSION_CACHE = 1 << 16
 
 
 def _patterns(patterns: Iterable[str]) -> tuple[str, ...]:
@@ -104,7 +103,6 @@ class InotifySource:
     """cookie -> (path, IN_ISDIR bit, wake-up number) of moves whose other half is unread."""
     _wakeups: int = attrs.field(init=False, default=0)
     _rewalk_queued: bool = attrs.field(init=False, default=False)
-    _excluded_cache: dict[str, bool] = attrs.field(init=False, factory=dict)
     _counts: SourceCounters = attrs.field(init=False, factory=SourceCounters)
     _denied: int = attrs.field(init=False, default=0)
 
@@ -252,7 +250,7 @@ class InotifySource:
                     self._held_hints.add((wd, raw))
                 continue
             path = prefix + decode(raw)
-            if not excluding or not self._excluded(path):
+            if not excluding or not self._exclusions.remembered(path):
                 check[path] = None
         if len(self._held) + len(self._held_hints) > _HELD_LIMIT:
             self._held.clear()
@@ -291,7 +289,7 @@ class InotifySource:
                 self._arrived(path, isdir, check)
             else:
                 self._moved(source[0], path, isdir, check)
-        elif self._exclusions and self._excluded(path):
+        elif self._exclusions and self._exclusions.remembered(path):
             return
         elif mask & wire.IN_DELETE:
             checker = self.sink.checker
@@ -303,20 +301,9 @@ class InotifySource:
         elif mask & wire.HINT_MASK:
             check[path] = None
 
-    def _excluded(self, path: str) -> bool:
-        if not self._exclusions:
-            return False
-        cache = self._excluded_cache
-        hit = cache.get(path)
-        if hit is None:
-            if len(cache) >= _EXCLUSION_CACHE:
-                cache.clear()
-            hit = cache[path] = self._exclusions(path)
-        return hit
-
     def _arrived(self, path: str, isdir: int, check: dict[str, None]) -> None:
         """A file or directory was created or moved in from outside every watched tree."""
-        if self._excluded(path):
+        if self._exclusions.remembered(path):
             return
         if isdir:
             self._schedule(functools.partial(self._job_tree, path))
@@ -325,7 +312,7 @@ class InotifySource:
 
     def _departed(self, path: str, isdir: int) -> None:
         """A file or directory was moved out of every watched tree."""
-        if self._excluded(path):
+        if self._exclusions.remembered(path):
             return
         if isdir:
             self._unwatch(self._table.under(path))
@@ -334,7 +321,7 @@ class InotifySource:
             checker.path_gone(path)
 
     def _moved(self, old: str, new: str, isdir: int, check: dict[str, None]) -> None:
-        old_out, new_out = self._excluded(old), self._excluded(new)
+        old_out, new_out = self._exclusions.remembered(old), self._exclusions.remembered(new)
         if old_out or new_out:
             if not new_out:
                 self._arrived(new, isdir, check)

@@ -169,6 +169,13 @@ def _probe_many(entries: list[_File]) -> list[tuple[int, int, int] | None]:
     return [_probe(entry.path, entry.dev, entry.ino) for entry in entries]
 
 
+def _check_limits(max_files: int, max_bytes: int) -> None:
+    if max_files < 1:
+        raise ValueError(f"max_files must be at least 1, not {max_files}")
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must not be negative, not {max_bytes}")
+
+
 def _pages(size: int) -> int:
     return -(-size // _kernel.PAGE_SIZE)
 
@@ -219,10 +226,7 @@ class CachedFirst:
         Raises:
             ValueError: ``max_files`` is below 1 or ``max_bytes`` is negative.
         """
-        if max_files < 1:
-            raise ValueError(f"max_files must be at least 1, not {max_files}")
-        if max_bytes < 0:
-            raise ValueError(f"max_bytes must not be negative, not {max_bytes}")
+        _check_limits(max_files, max_bytes)
         picks: list[CachedFile] = []
         size = 0
         while len(picks) < max_files:
@@ -238,10 +242,7 @@ class CachedFirst:
 
     def batches(self, max_files: int = 64, max_bytes: int = 8 << 20) -> CachedBatches:
         """Iterate over :meth:`take`'s batches: ``async for files in picks.batches(): ...``."""
-        if max_files < 1:
-            raise ValueError(f"max_files must be at least 1, not {max_files}")
-        if max_bytes < 0:
-            raise ValueError(f"max_bytes must not be negative, not {max_bytes}")
+        _check_limits(max_files, max_bytes)
         return CachedBatches(self, max_files, max_bytes)
 
     async def __anext__(self) -> CachedFile:
