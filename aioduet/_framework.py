@@ -474,6 +474,11 @@ class _Introduction:
     """Inodes with events while not covered yet: looked at again once covered."""
     scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
 
+    def looking(self) -> None:
+        # Every file not covered yet is looked at from now on: what happened to it so far
+        # will show in that look, and a recheck would report it a second time.
+        self.missed.clear()
+
     def cover(self, inodes: Iterable[tuple[int, int]]) -> None:
         fresh = set(inodes)
         self.covered.update(fresh)

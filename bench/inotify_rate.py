@@ -172,6 +172,9 @@ class CountingChecker:
 
 
 class _NoIntro:
+    def looking(self) -> None:
+        pass
+
     def cover(self, inodes: object) -> None:
         pass
 

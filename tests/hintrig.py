@@ -49,6 +49,9 @@ class FakeChecker:
 class NoIntro:
     """A registration scan that a hint source must never feed."""
 
+    def looking(self) -> None:
+        raise AssertionError("a hint source does not scan")
+
     def cover(self, inodes: Iterable[tuple[int, int]]) -> None:
         raise AssertionError("a hint source does not scan")
 

@@ -26,6 +26,9 @@ class Introduction(Protocol):
     cached page exactly once.
     """
 
+    def looking(self) -> None:
+        """A batch of the scan is about to look at files (in a worker thread)."""
+
     def cover(self, inodes: Iterable[tuple[int, int]]) -> None:
         """The scan has reached these ``(dev, ino)``."""
 

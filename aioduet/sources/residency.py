@@ -390,6 +390,8 @@ class ResidencySource:
             # observations must reach the store even if the scan is being cancelled.
             with anyio.CancelScope(shield=True):
                 batch = _Batch(hinting=self.sink.path_hints is not None)
+                if intro is not None:
+                    intro.looking()
                 await anyio.to_thread.run_sync(work, batch)
                 self._apply(batch, intro)
         return batch
