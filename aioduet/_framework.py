@@ -15,6 +15,7 @@ import anyio.abc
 import attrs
 
 from . import _kernel
+from . import abc as _abc
 from ._handles import HandleResolver, generation_at
 from ._model import Event, Uuid
 from ._paths import Exclusions, PathHint, PathHints, PathIndex, is_under, normalize_root
@@ -91,7 +92,7 @@ def _directory_uuid(root: str) -> Uuid:
 
 
 @attrs.define(eq=False)
-class Duet:
+class Duet(_abc.Duet):
     """An embedded aioduet framework; make one with :func:`open_duet`."""
 
     max_tasks: int
@@ -224,9 +225,8 @@ class Duet:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
+    ) -> None:
         await self.aclose()
-        return None
 
     async def aclose(self) -> None:
         """Close every task (their iterations end) and stop the sources."""

@@ -7,7 +7,10 @@ catch the builtin keep working::
     ├── NotFound            (LookupError)      get_path outside the task's root, vanished file
     ├── TooManyTasks        (RuntimeError)     register() beyond the framework's max_tasks
     ├── SourceUnavailable   (OSError)          a source or kernel interface cannot run here
-    └── ResidencyUnknown    (OSError)          the kernel refused to say what of a file is cached
+    ├── ResidencyUnknown    (OSError)          the kernel refused to say what of a file is cached
+    ├── DaemonUnavailable   (ConnectionError)  connect(): no daemon answers on the socket
+    ├── DaemonLost          (ConnectionError)  the daemon's connection broke under a client
+    └── ProtocolError       (ValueError)       a frame broke the daemon protocol (docs/protocol.md)
 
 Closed and exhausted streams use anyio's own exceptions: :class:`anyio.ClosedResourceError`
 (the task was closed by its owner), :class:`anyio.EndOfStream` (the framework closed under
@@ -18,7 +21,10 @@ from __future__ import annotations
 
 __all__ = [
     "AioduetError",
+    "DaemonLost",
+    "DaemonUnavailable",
     "NotFound",
+    "ProtocolError",
     "ResidencyUnknown",
     "SourceUnavailable",
     "TooManyTasks",
@@ -46,3 +52,19 @@ class ResidencyUnknown(AioduetError, OSError):
 
     Such a file is reported as *unknown*, never as cached.
     """
+
+
+class DaemonUnavailable(AioduetError, ConnectionError):
+    """No aioduet daemon answers on the socket (none runs, or the socket cannot be reached)."""
+
+
+class DaemonLost(AioduetError, ConnectionError):
+    """The connection to the daemon broke (the daemon died or was killed).
+
+    Fetches and iterations raise it once the items already received are taken; nothing the
+    daemon held for the client's tasks can be recovered, and those tasks are gone.
+    """
+
+
+class ProtocolError(AioduetError, ValueError):
+    """A frame broke the daemon protocol: the daemon answers it with an error and hangs up."""

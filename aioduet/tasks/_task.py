@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
 import attrs
 
 from .. import _kernel
+from .. import abc as _abc
 from .._model import Bmap, Event, Item, Uuid
 from .._paths import PathIndex, is_under
 from .._status import TaskStatistics
 from ..errors import NotFound
 from ..store import Store
 
-__all__ = ["Registration", "Task", "TaskHost"]
+__all__ = ["RawItem", "Registration", "Task", "TaskHost"]
 
-DEFAULT_FETCH = 256
+DEFAULT_FETCH = _abc.DEFAULT_FETCH
+#: An item as plain ints, ``(dev, ino, gen, index, count, state)``: what the daemon sends.
+RawItem = tuple[int, int, int, int, int, int]
+_T = TypeVar("_T")
 _BMAP_OPS = (Bmap.SET, Bmap.RESET, Bmap.CHECK)
 
 
@@ -42,7 +46,7 @@ class TaskHost(Protocol):
 
 
 @attrs.define(eq=False)
-class Task:
+class Task(_abc.Task):
     """A task registered with :meth:`aioduet.Duet.register`.
 
     Iterate it (``async for item in task``) or call :meth:`fetch`; items are coalesced runs of
@@ -132,17 +136,52 @@ class Task:
             anyio.ClosedResourceError: the task was closed.
             anyio.EndOfStream: the framework closed and nothing is left.
         """
+        return await self._when_some(self.fetch_nowait, max_items)
+
+    async def poll(self, max_items: int = DEFAULT_FETCH) -> list[Item]:
+        """Take up to ``max_items`` items pending now, possibly none (embedded: no waiting).
+
+        Raises: as :meth:`fetch_nowait`.
+        """
+        await anyio.lowlevel.checkpoint()
+        return self.fetch_nowait(max_items)
+
+    def take_raw(self, max_items: int) -> list[RawItem]:
+        """As :meth:`fetch_nowait`, as plain ints (no objects built): the daemon's fetch."""
+        if max_items < 1:
+            raise ValueError(f"max_items must be at least 1, not {max_items}")
+        if self._closed:
+            raise anyio.ClosedResourceError
+        taken: list[RawItem] = [
+            (*item.uuid.key, item.index, item.count, int(item.state))
+            for item in (self._buffer.popleft() for _ in range(min(max_items, len(self._buffer))))
+        ]
+        store = self._host.store
+        if len(taken) < max_items and store.take_overflow(self._slot):
+            taken.append((*self._root.key, 0, 0, int(Event.OVERFLOW)))
+        if len(taken) < max_items:
+            taken.extend(
+                (key[0], key[1], key[2], index, count, state)
+                for key, index, count, state in store.drain(self._slot, max_items - len(taken))
+            )
+        if not taken and self._ended:
+            raise anyio.EndOfStream
+        self._delivered += len(taken)
+        return taken
+
+    async def fetch_raw(self, max_items: int) -> list[RawItem]:
+        """As :meth:`fetch`, as plain ints: the daemon's waiting fetch."""
+        return await self._when_some(self.take_raw, max_items)
+
+    async def _when_some(self, take: Callable[[int], list[_T]], max_items: int) -> list[_T]:
         while True:
             await anyio.lowlevel.checkpoint_if_cancelled()
             waiter = self._wakeup
-            items = self.fetch_nowait(max_items)
+            items = take(max_items)
             if items:
                 await anyio.lowlevel.cancel_shielded_checkpoint()
                 return items
             await waiter.wait()
-
-    def __aiter__(self) -> Task:
-        return self
 
     async def __anext__(self) -> Item:
         try:
@@ -192,18 +231,6 @@ class Task:
         if store.is_done(self._slot, key):
             return True
         return store.relevant(self._slot, key) is False
-
-    async def set_done(self, uuid: Uuid) -> None:
-        """Mark the file done: no more items for it (``bmap(Bmap.SET, uuid)``)."""
-        await self.bmap(Bmap.SET, uuid)
-
-    async def reset_done(self, uuid: Uuid) -> None:
-        """Resume items for the file (``bmap(Bmap.RESET, uuid)``)."""
-        await self.bmap(Bmap.RESET, uuid)
-
-    async def check_done(self, uuid: Uuid) -> bool:
-        """True when the file is done or irrelevant (``bmap(Bmap.CHECK, uuid)``)."""
-        return await self.bmap(Bmap.CHECK, uuid)
 
     async def get_path(self, uuid: Uuid) -> str:
         """The path of a file under the task's directory.
@@ -265,16 +292,6 @@ class Task:
             self._wake()
         await anyio.lowlevel.checkpoint()
 
-    async def __aenter__(self) -> Task:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def _is_same_file(path: str, uuid: Uuid) -> bool:
@@ -297,7 +314,7 @@ def _is_same_file(path: str, uuid: Uuid) -> bool:
 
 
 @attrs.define(eq=False)
-class Registration:
+class Registration(_abc.Registration):
     """What :meth:`aioduet.Duet.register` returns: await it, or use it with ``async with``."""
 
     task: Task
