@@ -26,8 +26,12 @@ if _TYPE_CHECKING:
     from ._status import Status as Status
     from ._status import TaskStatistics as TaskStatistics
     from ._status import TaskStatus as TaskStatus
+    from .daemon import connect as connect
     from .errors import AioduetError as AioduetError
+    from .errors import DaemonLost as DaemonLost
+    from .errors import DaemonUnavailable as DaemonUnavailable
     from .errors import NotFound as NotFound
+    from .errors import ProtocolError as ProtocolError
     from .errors import ResidencyUnknown as ResidencyUnknown
     from .errors import SourceUnavailable as SourceUnavailable
     from .errors import TooManyTasks as TooManyTasks
@@ -40,10 +44,13 @@ __version__ = "0.1.0"
 __all__ = [
     "AioduetError",
     "Bmap",
+    "DaemonLost",
+    "DaemonUnavailable",
     "Duet",
     "Event",
     "Item",
     "NotFound",
+    "ProtocolError",
     "Registration",
     "ResidencyUnknown",
     "SourceStatus",
@@ -55,6 +62,7 @@ __all__ = [
     "TaskStatus",
     "TooManyTasks",
     "Uuid",
+    "connect",
     "open_duet",
 ]
 
@@ -62,9 +70,13 @@ _WHERE = {
     "._framework": ("Duet", "open_duet"),
     "._model": ("Bmap", "Event", "Item", "Uuid"),
     "._status": ("SourceStatus", "Status", "TaskStatistics", "TaskStatus"),
+    ".daemon": ("connect",),
     ".errors": (
         "AioduetError",
+        "DaemonLost",
+        "DaemonUnavailable",
         "NotFound",
+        "ProtocolError",
         "ResidencyUnknown",
         "SourceUnavailable",
         "TooManyTasks",

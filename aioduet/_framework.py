@@ -33,7 +33,7 @@ from .sources import (
 from .store import Key, Observation, Store
 from .tasks import Registration, Task
 
-__all__ = ["Duet", "open_duet", "validate_mask"]
+__all__ = ["Duet", "checked_directory", "open_duet", "validate_mask"]
 
 DEFAULT_MAX_TASKS = 8
 _RESTART_DELAY = 0.5
@@ -69,7 +69,8 @@ def validate_mask(mask: int) -> Event:
     return event
 
 
-def _directory(path: str | os.PathLike[str]) -> str:
+def checked_directory(path: str | os.PathLike[str]) -> str:
+    """``path`` as a registered root (absolute, symlinks resolved), checked to be a directory."""
     raw = os.fspath(path)
     if not isinstance(raw, str):
         raise TypeError(f"path must be a str or os.PathLike[str], not {type(raw).__name__}")
@@ -319,7 +320,7 @@ class Duet(_abc.Duet):
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
         event = validate_mask(mask)
-        root = _directory(path)
+        root = checked_directory(path)
         if self._state != "open" or self._group is None:
             raise anyio.ClosedResourceError("the framework is not open")
         root_uuid = _directory_uuid(root)

@@ -293,7 +293,6 @@ class Task(_abc.Task):
         await anyio.lowlevel.checkpoint()
 
 
-
 def _is_same_file(path: str, uuid: Uuid) -> bool:
     try:
         st = os.stat(path, follow_symlinks=False)
