@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from ._doctor import Check
     from ._model import Event, Item
-    from .tasks import Task
+    from .abc import Task
 
 __all__ = ["main"]
 
@@ -124,13 +124,9 @@ async def _until_signal(scope: anyio.CancelScope) -> None:
 async def _watch(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415 - not at start-up (module docstring)
 
-    from ._framework import open_duet  # noqa: PLC0415 - same reason
+    from ._cli_daemon import framework_for  # noqa: PLC0415 - same reason
 
-    options: dict[str, Any] = {"interval": args.interval, "exclude": args.exclude}
-    if args.budget is not None:
-        options["budget"] = args.budget
-    sources = args.sources if args.sources in ("auto", "scan", "exact") else args.sources.split(",")
-    async with open_duet(sources, **options) as duet:
+    async with framework_for(args) as duet:
         task = await duet.register("watch", args.mask, args.path)
         mask = "|".join(state_names(args.mask))
         print(f"watching {task.path} for {mask} (Ctrl-C to stop)", file=sys.stderr)
@@ -141,6 +137,24 @@ async def _watch(args: argparse.Namespace) -> int:
                 group.cancel_scope.deadline = anyio.current_time() + args.duration
             await _print_items(task, args.json, sys.stdout)
     return 0
+
+
+async def _status_command(args: argparse.Namespace) -> int:
+    from ._cli_daemon import show_status  # noqa: PLC0415 - not at start-up (module docstring)
+
+    return await show_status(args)
+
+
+async def _daemon_command(args: argparse.Namespace) -> int:
+    from ._cli_daemon import run_daemon  # noqa: PLC0415 - not at start-up (module docstring)
+
+    return await run_daemon(args)
+
+
+def _add_daemon_options(parser: argparse.ArgumentParser) -> None:
+    from ._cli_daemon import add_daemon_options  # noqa: PLC0415 - not at start-up
+
+    add_daemon_options(parser)
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -310,6 +324,54 @@ def _positive(text: str) -> float:
     return value
 
 
+def _add_framework_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the framework a command runs (embedded, or the daemon's own)."""
+    parser.add_argument(
+        "--interval",
+        type=_positive,
+        default=1.0,
+        help="seconds between two rounds of the periodic residency scan (default 1)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=_budget,
+        default=None,
+        help="kernel calls per round of the periodic scan (default 800: under 1%% of a core)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="glob of paths not to watch, matched against the path and its last part"
+        " (repeatable: --exclude '*.tmp' --exclude .git)",
+    )
+    parser.add_argument(
+        "--sources",
+        default="auto",
+        help="'auto' (exact where it can run), 'scan', 'exact', or source names, comma-separated",
+    )
+
+
+def _add_connect_options(parser: argparse.ArgumentParser) -> None:
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--connect",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="SOCKET",
+        help="use the aioduet daemon (at SOCKET; default: $AIODUET_SOCKET, your own daemon's"
+        " socket, else /run/aioduet/aioduet.sock); an error if none answers. Without it"
+        " the daemon is used when one answers, an embedded framework otherwise",
+    )
+    choice.add_argument(
+        "--embedded",
+        action="store_true",
+        help="run an embedded framework in this process even if a daemon runs",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aioduet", description="Page-cache events for files, as Duet gave them."
@@ -325,38 +387,37 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"events, comma-separated (default {_DEFAULT_MASK})",
     )
     watch.add_argument("--json", action="store_true", help="one JSON object per item")
-    watch.add_argument(
-        "--interval",
-        type=_positive,
-        default=1.0,
-        help="seconds between two rounds of the periodic residency scan (default 1)",
-    )
-    watch.add_argument(
-        "--budget",
-        type=_budget,
-        default=None,
-        help="kernel calls per round of the periodic scan (default 800: under 1%% of a core)",
-    )
-    watch.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="glob of paths not to watch, matched against the path and its last part"
-        " (repeatable: --exclude '*.tmp' --exclude .git)",
-    )
-    watch.add_argument(
-        "--sources",
-        default="auto",
-        help="'auto' (exact where it can run), 'scan', 'exact', or source names, comma-separated",
-    )
+    _add_framework_options(watch)
     watch.add_argument(
         "--duration",
         type=_positive,
         default=None,
         help="stop after this many seconds (default: until Ctrl-C)",
     )
+    _add_connect_options(watch)
     watch.set_defaults(run=_in_loop(_watch))
+
+    status = commands.add_parser(
+        "status",
+        help="the daemon's tasks, sources and store (or an embedded framework's sources)",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    _add_connect_options(status)
+    _add_framework_options(status)
+    status.set_defaults(run=_in_loop(_status_command))
+
+    daemon = commands.add_parser(
+        "daemon",
+        help="serve one framework to many processes on a Unix socket (also: aioduetd)",
+        description=(
+            "Run one framework and serve it on a Unix socket until SIGTERM or SIGINT (or a"
+            " shutdown request from root). Clients (aioduet.connect(), `aioduet watch`)"
+            " share its sources and store. Logs go to stderr."
+        ),
+    )
+    _add_framework_options(daemon)
+    _add_daemon_options(daemon)
+    daemon.set_defaults(run=_in_loop(_daemon_command))
 
     demo = commands.add_parser(
         "demo", help="read, write, flush and evict files in a fresh directory and show the items"
