@@ -365,20 +365,23 @@ class Duet(_abc.Duet):
             self._group.start_soon(self._recheck, intro, inodes)
 
     async def _recheck(self, intro: _Introduction, inodes: list[tuple[int, int]]) -> None:
-        """Report the residency of files that changed while a scan was covering them.
+        """Report what changed in files that had events while a scan was covering them.
 
         An event that arrives between the scan's look at a file and the moment the scan
         marks it covered cannot be routed to the task yet; where no periodic scan follows
-        (the exact set), it would be lost: the file is looked at once more instead.
+        (the exact set), it would be lost. So the file is looked at once more, and what
+        differs from what the scan reported is reported: the event may have come before the
+        look (already in it) or after it, and either way nothing is reported twice.
         """
         task = intro.task
+        reported = {inode: intro.reported.pop(inode, []) for inode in inodes}
         located = [
-            (dev, ino, path)
+            (dev, ino, path, reported[dev, ino])
             for dev, ino in inodes
             for path in self.index.paths(dev, ino)[:1]
             if is_under(path, task.path)
         ]
-        observations = await anyio.to_thread.run_sync(_residency_now, located)
+        observations = await anyio.to_thread.run_sync(_changes_since, located)
         if observations and not task.closed and self._tasks.get(intro.slot) is task:
             self.store.ingest_for(intro.slot, observations)
 
@@ -420,10 +423,12 @@ class Duet(_abc.Duet):
         )
 
 
-def _residency_now(located: list[tuple[int, int, str]]) -> list[Observation]:
-    """ADDED runs of the cached pages and DIRTY runs of the dirty ones (a thread's job)."""
+def _changes_since(located: list[tuple[int, int, str, list[Observation]]]) -> list[Observation]:
+    """For each file, how its cached and dirty pages now differ from what was reported
+    (a thread's job): ADDED/REMOVED for pages cached/no longer cached, DIRTY/FLUSHED for
+    pages dirty/no longer dirty."""
     observations: list[Observation] = []
-    for dev, ino, path in located:
+    for dev, ino, path, reported in located:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
@@ -433,14 +438,41 @@ def _residency_now(located: list[tuple[int, int, str]]) -> list[Observation]:
             if (st.st_dev, st.st_ino) != (dev, ino):
                 continue
             key = (dev, ino, _kernel.inode_generation(fd))
-            for field, event in (("cache", Event.ADDED), ("dirty", Event.DIRTY)):
-                for first, count in _kernel.page_runs(fd, st.st_size, field):
-                    observations.append((key, first, count, int(event)))
+            for field, on, off in (
+                ("cache", Event.ADDED, Event.REMOVED),
+                ("dirty", Event.DIRTY, Event.FLUSHED),
+            ):
+                before: set[int] = set()
+                for _key, first, count, event in reported:  # in the order they were reported
+                    if event & on:
+                        before.update(range(first, first + count))
+                    elif event & off:
+                        before.difference_update(range(first, first + count))
+                now = {
+                    page
+                    for first, count in _kernel.page_runs(fd, st.st_size, field)
+                    for page in range(first, first + count)
+                }
+                for pages, event in ((now - before, on), (before - now, off)):
+                    observations.extend(
+                        (key, first, count, int(event)) for first, count in _runs(pages)
+                    )
         except OSError:
             continue
         finally:
             os.close(fd)
     return observations
+
+
+def _runs(pages: set[int]) -> list[tuple[int, int]]:
+    """Sorted pages as (first, count) runs of consecutive pages."""
+    runs: list[tuple[int, int]] = []
+    for page in sorted(pages):
+        if runs and runs[-1][0] + runs[-1][1] == page:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((page, 1))
+    return runs
 
 
 def _confirm(hint: PathHint, dev: int, ino: int) -> tuple[int, int] | None:
@@ -473,6 +505,8 @@ class _Introduction:
     covered: set[tuple[int, int]] = attrs.field(factory=set)
     missed: set[tuple[int, int]] = attrs.field(factory=set)
     """Inodes with events while not covered yet: looked at again once covered."""
+    reported: dict[tuple[int, int], list[Observation]] = attrs.field(factory=dict)
+    """What the scan reported of the inodes looked at again (their recheck reports the rest)."""
     scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
 
     def looking(self) -> None:
@@ -486,11 +520,21 @@ class _Introduction:
         late = [inode for inode in fresh if inode in self.missed]
         if late:
             self.missed.difference_update(late)
+            for inode in late:
+                self.reported.setdefault(inode, [])
             self.recheck(self, late)
 
     def deliver(self, observations: Sequence[Observation]) -> None:
+        self.witness(observations)
         if not self.task.closed:
             self.store.ingest_for(self.slot, observations)
+
+    def witness(self, observations: Sequence[Observation]) -> None:
+        if self.reported:
+            for observation in observations:
+                runs = self.reported.get(observation[0][:2])
+                if runs is not None:
+                    runs.append(observation)
 
 
 @attrs.define(eq=False)

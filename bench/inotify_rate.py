@@ -172,6 +172,9 @@ class CountingChecker:
 
 
 class _NoIntro:
+    def witness(self, observations: object) -> None:
+        pass
+
     def looking(self) -> None:
         pass
 

@@ -49,6 +49,9 @@ class FakeChecker:
 class NoIntro:
     """A registration scan that a hint source must never feed."""
 
+    def witness(self, observations: Sequence[Observation]) -> None:
+        raise AssertionError("a hint source does not scan")
+
     def looking(self) -> None:
         raise AssertionError("a hint source does not scan")
 

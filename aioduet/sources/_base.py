@@ -35,6 +35,9 @@ class Introduction(Protocol):
     def deliver(self, observations: Sequence[Observation]) -> None:
         """The current state of covered files that no observation announced."""
 
+    def witness(self, observations: Sequence[Observation]) -> None:
+        """Observations of a batch that went to every task, this one included (once covered)."""
+
 
 PathNote = tuple[int, int, int, str]
 """``(dev, ino, nlink, path)``: a source saw this file at this path."""
@@ -87,6 +90,8 @@ class Sink:
     """Signals OVERFLOW to the tasks whose scope overlaps a root (all tasks for None)."""
     path_hints: PathHints | None = attrs.field(default=None, init=False)
     """Paths walks saw for uncached files, when a source names inodes only (exact set)."""
+    settlers: list[Callable[[], None]] = attrs.field(factory=list, init=False)
+    """Event sources' ways to take in, at once, what the kernel has queued so far."""
     _checker: Checker | None = attrs.field(default=None, init=False)
     _mirror: Callable[[Sequence[Observation]], None] | None = attrs.field(default=None, init=False)
     _resolver: Callable[[int, int], tuple[str, int] | None] | None = attrs.field(
@@ -137,6 +142,16 @@ class Sink:
         self.index.discard(dev, ino, path)
         for key in self.store.keys_of(dev, ino):
             self.store.forget_relevance(key)
+
+    def settle(self) -> None:
+        """Take in every event the kernel has queued for the event sources so far.
+
+        A registration scan calls it between its look at files and covering them: an event
+        that happened before the look is then handled while its file is not covered yet
+        (the look reported it), never after (which would report it twice).
+        """
+        for settle in self.settlers:
+            settle()
 
     def ingest(self, observations: Sequence[Observation], *, mirror: bool = True) -> None:
         """Hand observations to every task they are relevant to.

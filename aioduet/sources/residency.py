@@ -393,6 +393,8 @@ class ResidencySource:
                 if intro is not None:
                     intro.looking()
                 await anyio.to_thread.run_sync(work, batch)
+                if intro is not None:
+                    self.sink.settle()  # events from before the look: while not covered
                 self._apply(batch, intro)
         return batch
 
@@ -476,6 +478,8 @@ class ResidencySource:
             intro.cover(batch.walked)
         if batch.observations:
             sink.ingest(batch.observations, mirror=False)
+            if intro is not None:
+                intro.witness(batch.observations)
         if batch.intro and intro is not None:
             intro.deliver(batch.intro)
         for dev, ino, gen in batch.gone:

@@ -36,6 +36,7 @@ import contextlib
 import errno
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -251,11 +252,13 @@ class TracepointSource:
             self._filters_reached_kernel(self._wanted)
             raise
         fds: list[int] = []
+        settle = None
         try:
             parser = self.bind(instance)
             for cpu in instance.cpus():
                 fds.append(instance.open_pipe(cpu))
             self._counts.active = True
+            self.sink.settlers.append(settle := partial(self._settle, fds, parser, instance))
             self._filters_reached_kernel(changes)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep_filters, instance, filters)
@@ -264,6 +267,8 @@ class TracepointSource:
                 task_status.started()
         finally:
             self._counts.active = False
+            if settle in self.sink.settlers:
+                self.sink.settlers.remove(settle)
             self._refilter = None
             self._filters_reached_kernel(self._wanted)  # nobody waits for a stopped source
             self._instance = None
@@ -307,6 +312,14 @@ class TracepointSource:
                     await anyio.sleep(gather)
             while self.drain(fd, parser, page_size) >= _PAGES_PER_WAKEUP:
                 await anyio.lowlevel.checkpoint()
+
+    def _settle(
+        self, fds: list[int], parser: _tracefs.PageParser, instance: _tracefs.Instance
+    ) -> None:
+        """Drain every CPU's ring buffer now (see :meth:`Sink.settle`)."""
+        for fd in fds:
+            while self.drain(fd, parser, instance.page_size) >= _PAGES_PER_WAKEUP:
+                pass
 
     def drain(self, fd: int, parser: _tracefs.PageParser, page_size: int) -> int:
         """Read, parse and hand over up to a batch of pages of one CPU; returns pages read."""
