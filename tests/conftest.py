@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from frameworks import Frameworks
 
 #: The task API runs on every loop anyio gives us: asyncio, asyncio on uvloop, and trio.
 BACKENDS = [
@@ -31,3 +32,9 @@ def ext4_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(params=["embedded", "daemon"])
+def frameworks(request: pytest.FixtureRequest) -> Frameworks:
+    """Opens an embedded framework, or a daemon's client: the task API runs on both."""
+    return Frameworks(request.param)

@@ -23,6 +23,7 @@ from .._framework import checked_directory, validate_mask
 from .._model import Bmap, Event, Item, Uuid
 from .._status import Status, TaskStatistics
 from ..errors import DaemonLost, DaemonUnavailable, ProtocolError
+from ..store import StoreStatistics
 from ._protocol import (
     KIND_ITEMS,
     KIND_JSON,
@@ -338,10 +339,13 @@ class Client(_abc.Duet):
             self._send({"op": "close", "task": task.id})
 
     async def status(self) -> Status:
-        """The daemon's status; a client that is not root sees only its user's tasks."""
+        """The daemon's status; a client that is not root sees only its user's tasks.
+
+        Once the connection is closed or lost: a status that is not running, with no tasks.
+        """
         await anyio.lowlevel.checkpoint()
-        if self._state != "open" and self._lost is None:
-            raise anyio.ClosedResourceError("the connection to the daemon is closed")
+        if self._state != "open":
+            return Status(False, self.max_tasks, (), (), StoreStatistics(0, 0, 0, 0))
         status = status_from_json(await self._call({"op": "status"}))
         for listed in status.tasks:
             task = self._tasks.get(listed.id)

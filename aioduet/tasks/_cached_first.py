@@ -23,7 +23,7 @@ from .. import _kernel
 from .._model import Bmap, Event, Uuid
 
 if TYPE_CHECKING:
-    from ._task import Task
+    from ..abc import Task
 
 __all__ = ["CachedBatches", "CachedFile", "CachedFirst", "cached_first", "walk_files"]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from frameworks import Frameworks
 from pagecache import cached, evict, read_pages, uuid_of, write_clean
 from taskitems import collect, pages
 
@@ -34,11 +35,13 @@ def fincore_pages(path: Path) -> int:
     return int(out.stdout.split()[0])
 
 
-async def test_read_yields_added_pages_equal_to_cachestat(ext4_dir: Path) -> None:
+async def test_read_yields_added_pages_equal_to_cachestat(
+    frameworks: Frameworks, ext4_dir: Path
+) -> None:
     data = write_clean(ext4_dir / "data", 64)
     uuid = uuid_of(data)
     async with (
-        aioduet.open_duet(interval=INTERVAL) as duet,
+        frameworks.open(interval=INTERVAL) as duet,
         duet.register("reader", Event.ADDED, ext4_dir) as task,
     ):
         await task.wait_scanned()
@@ -50,11 +53,13 @@ async def test_read_yields_added_pages_equal_to_cachestat(ext4_dir: Path) -> Non
         assert await task.get_path(uuid) == str(data)
 
 
-async def test_evicting_yields_removed_for_exactly_those_pages(ext4_dir: Path) -> None:
+async def test_evicting_yields_removed_for_exactly_those_pages(
+    frameworks: Frameworks, ext4_dir: Path
+) -> None:
     data = write_clean(ext4_dir / "data", 64)
     uuid = uuid_of(data)
     async with (
-        aioduet.open_duet(interval=INTERVAL) as duet,
+        frameworks.open(interval=INTERVAL) as duet,
         duet.register("evictions", Event.ADDED | Event.REMOVED, ext4_dir) as task,
     ):
         await task.wait_scanned()
@@ -66,11 +71,11 @@ async def test_evicting_yields_removed_for_exactly_those_pages(ext4_dir: Path) -
         assert pages(items, uuid, Event.REMOVED) == set(range(8, 24))
 
 
-async def test_write_yields_dirty_and_fsync_flushed(ext4_dir: Path) -> None:
+async def test_write_yields_dirty_and_fsync_flushed(frameworks: Frameworks, ext4_dir: Path) -> None:
     data = write_clean(ext4_dir / "data", 32)
     uuid = uuid_of(data)
     async with (
-        aioduet.open_duet(interval=INTERVAL) as duet,
+        frameworks.open(interval=INTERVAL) as duet,
         duet.register("writes", Event.DIRTY | Event.FLUSHED, ext4_dir) as task,
     ):
         await task.wait_scanned()
@@ -87,11 +92,13 @@ async def test_write_yields_dirty_and_fsync_flushed(ext4_dir: Path) -> None:
             os.close(fd)
 
 
-async def test_state_based_cancels_and_event_based_accumulates(ext4_dir: Path) -> None:
+async def test_state_based_cancels_and_event_based_accumulates(
+    frameworks: Frameworks, ext4_dir: Path
+) -> None:
     """Added then evicted before a fetch: nothing for EXISTS, one ADDED|REMOVED item otherwise."""
     data = write_clean(ext4_dir / "data", 16)
     uuid = uuid_of(data)
-    async with aioduet.open_duet(interval=INTERVAL) as duet:
+    async with frameworks.open(interval=INTERVAL) as duet:
         exists = await duet.register("exists", Event.EXISTS, ext4_dir)
         events = await duet.register("events", Event.ADDED | Event.REMOVED, ext4_dir)
         probe = await duet.register("probe", Event.ADDED | Event.REMOVED, ext4_dir)
@@ -102,15 +109,15 @@ async def test_state_based_cancels_and_event_based_accumulates(ext4_dir: Path) -
         evict(data)
         await collect(probe, lambda got: len(pages(got, uuid, Event.REMOVED)) == 16)
         # The store held ADDED for both tasks before the eviction arrived.
-        assert [item for item in exists.fetch_nowait() if item.uuid == uuid] == []
-        merged = [item for item in events.fetch_nowait() if item.uuid == uuid]
+        assert [item for item in await exists.poll() if item.uuid == uuid] == []
+        merged = [item for item in await events.poll() if item.uuid == uuid]
         assert merged == [Item(uuid, 0, 16, Event.ADDED | Event.REMOVED)]
 
 
-async def test_modified_cancels_dirty_then_flushed(ext4_dir: Path) -> None:
+async def test_modified_cancels_dirty_then_flushed(frameworks: Frameworks, ext4_dir: Path) -> None:
     data = write_clean(ext4_dir / "data", 16)
     uuid = uuid_of(data)
-    async with aioduet.open_duet(interval=INTERVAL) as duet:
+    async with frameworks.open(interval=INTERVAL) as duet:
         modified = await duet.register("modified", Event.MODIFIED, ext4_dir)
         probe = await duet.register("probe", Event.DIRTY | Event.FLUSHED, ext4_dir)
         await modified.wait_scanned()
@@ -123,16 +130,18 @@ async def test_modified_cancels_dirty_then_flushed(ext4_dir: Path) -> None:
         finally:
             os.close(fd)
         await collect(probe, lambda got: 2 in pages(got, uuid, Event.FLUSHED))
-        assert [item for item in modified.fetch_nowait() if item.uuid == uuid] == []
+        assert [item for item in await modified.poll() if item.uuid == uuid] == []
 
 
-async def test_overlapping_tasks_see_their_own_items_once(ext4_dir: Path) -> None:
+async def test_overlapping_tasks_see_their_own_items_once(
+    frameworks: Frameworks, ext4_dir: Path
+) -> None:
     a, ab, other = ext4_dir / "a", ext4_dir / "ab", ext4_dir / "other"
     in_a = write_clean(a / "sub" / "f", 8)
     in_ab = write_clean(ab / "g", 4)
     other.mkdir()
     ua, uab = uuid_of(in_a), uuid_of(in_ab)
-    async with aioduet.open_duet(interval=INTERVAL) as duet:
+    async with frameworks.open(interval=INTERVAL) as duet:
         whole = await duet.register("whole", Event.EXISTS, ext4_dir)
         only_a = await duet.register("a", Event.EXISTS, a)
         unrelated = await duet.register("other", Event.EXISTS, other)
@@ -147,23 +156,25 @@ async def test_overlapping_tasks_see_their_own_items_once(ext4_dir: Path) -> Non
             ),
         )
         mine = await collect(only_a, lambda got: len(pages(got, ua, Event.ADDED)) == 8)
-        mine += only_a.fetch_nowait()
+        mine += await only_a.poll()
         # Exactly once: no page of the file comes twice as ADDED.
         added = [p for item in mine if item.state & Event.ADDED for p in item.pages]
         assert sorted(added) == list(range(8))
         assert {item.uuid for item in mine} == {ua}  # /d/a never gets /d/ab's items
         assert {item.uuid for item in seen} == {ua, uab}
-        assert unrelated.fetch_nowait() == []
+        assert await unrelated.poll() == []
         with pytest.raises(aioduet.NotFound):
             await only_a.get_path(uab)
         assert await whole.get_path(uab) == str(in_ab)
 
 
-async def test_bmap_set_stops_reset_resumes_check_answers(ext4_dir: Path) -> None:
+async def test_bmap_set_stops_reset_resumes_check_answers(
+    frameworks: Frameworks, ext4_dir: Path
+) -> None:
     done = write_clean(ext4_dir / "in" / "done", 8)
     outside = write_clean(ext4_dir / "out" / "x", 1)
     ud, uo = uuid_of(done), uuid_of(outside)
-    async with aioduet.open_duet(interval=INTERVAL) as duet:
+    async with frameworks.open(interval=INTERVAL) as duet:
         task = await duet.register("bmap", Event.ADDED | Event.REMOVED, ext4_dir / "in")
         probe = await duet.register("probe", Event.ADDED | Event.REMOVED, ext4_dir)
         await task.wait_scanned()
@@ -178,7 +189,7 @@ async def test_bmap_set_stops_reset_resumes_check_answers(ext4_dir: Path) -> Non
                 len(pages(got, ud, Event.ADDED)) == 8 and len(pages(got, uo, Event.ADDED)) == 1
             ),
         )
-        assert [item for item in task.fetch_nowait() if item.uuid == ud] == []
+        assert [item for item in await task.poll() if item.uuid == ud] == []
         # irrelevant: known to the framework, outside the task's directory
         assert await task.check_done(uo) is True
         assert await task.bmap(Bmap.RESET, ud) is False
@@ -189,7 +200,9 @@ async def test_bmap_set_stops_reset_resumes_check_answers(ext4_dir: Path) -> Non
             await task.bmap(Bmap.SET | Bmap.CHECK, ud)
 
 
-async def test_registration_scan_reports_what_was_cached_before(ext4_dir: Path) -> None:
+async def test_registration_scan_reports_what_was_cached_before(
+    frameworks: Frameworks, ext4_dir: Path
+) -> None:
     clean = write_clean(ext4_dir / "clean", 16)
     dirty = write_clean(ext4_dir / "dirty", 16)
     uc, ud = uuid_of(clean), uuid_of(dirty)
@@ -197,10 +210,10 @@ async def test_registration_scan_reports_what_was_cached_before(ext4_dir: Path) 
     try:
         os.pwrite(fd, b"z" * _kernel.PAGE_SIZE, 3 * _kernel.PAGE_SIZE)
         read_pages(clean, 0, 10)
-        async with aioduet.open_duet(interval=60) as duet:  # no pass: the scan alone
+        async with frameworks.open(interval=60) as duet:  # no pass: the scan alone
             task = await duet.register("late", Event.ADDED | Event.DIRTY, ext4_dir)
             await task.wait_scanned()
-            items = task.fetch_nowait(1000)
+            items = await task.poll(1000)
             now = cached(clean)
             assert len(pages(items, uc, Event.ADDED)) == now == 10
             assert 3 in pages(items, ud, Event.ADDED)
@@ -214,8 +227,10 @@ async def test_registration_scan_reports_what_was_cached_before(ext4_dir: Path) 
         os.close(fd)
 
 
-async def test_iteration_ends_when_the_task_or_framework_closes(ext4_dir: Path) -> None:
-    async with aioduet.open_duet(interval=INTERVAL) as duet:
+async def test_iteration_ends_when_the_task_or_framework_closes(
+    frameworks: Frameworks, ext4_dir: Path
+) -> None:
+    async with frameworks.open(interval=INTERVAL) as duet:
         task = await duet.register("iter", Event.EXISTS, ext4_dir)
         got: list[Item] = []
 
@@ -238,8 +253,8 @@ async def test_iteration_ends_when_the_task_or_framework_closes(ext4_dir: Path) 
     assert [item async for item in other] == []
 
 
-async def test_cancelled_consumer_releases_its_task(ext4_dir: Path) -> None:
-    async with aioduet.open_duet(interval=INTERVAL) as duet:
+async def test_cancelled_consumer_releases_its_task(frameworks: Frameworks, ext4_dir: Path) -> None:
+    async with frameworks.open(interval=INTERVAL) as duet:
         async with anyio.create_task_group() as group:
 
             async def consume() -> None:
@@ -253,12 +268,12 @@ async def test_cancelled_consumer_releases_its_task(ext4_dir: Path) -> None:
             group.cancel_scope.cancel()
         status = await duet.status()
         assert status.tasks == ()
-        assert duet.store.active_slots == 0
+        assert frameworks.embedded.store.active_slots == 0
 
 
-async def test_status_lists_tasks_sources_and_store(ext4_dir: Path) -> None:
+async def test_status_lists_tasks_sources_and_store(frameworks: Frameworks, ext4_dir: Path) -> None:
     data = write_clean(ext4_dir / "data", 4)
-    async with aioduet.open_duet("scan", interval=INTERVAL, max_tasks=3) as duet:
+    async with frameworks.open("scan", interval=INTERVAL, max_tasks=3) as duet:
         task = await duet.register("listed", Event.ADDED, ext4_dir)
         await task.wait_scanned()
         read_pages(data)
@@ -284,38 +299,44 @@ async def test_status_lists_tasks_sources_and_store(ext4_dir: Path) -> None:
     assert not (await duet.status()).running
 
 
-async def test_tasks_registered_back_to_back_hear_of_each_page_once(ext4_dir: Path) -> None:
+async def test_tasks_registered_back_to_back_hear_of_each_page_once(
+    frameworks: Frameworks, ext4_dir: Path
+) -> None:
     """A pass that sees a change while registration scans still run must not double it."""
     data = write_clean(ext4_dir / "data", 64)
     uuid = uuid_of(data)
-    async with aioduet.open_duet(interval=INTERVAL) as duet:
+    async with frameworks.open(interval=INTERVAL) as duet:
         tasks = [await duet.register(name, Event.EXISTS, ext4_dir) for name in "abc"]
         read_pages(data)
         for task in tasks:
             items = await collect(task, lambda got: len(pages(got, uuid, Event.ADDED)) == 64)
             await task.wait_scanned()
-            items += task.fetch_nowait(1000)
+            items += await task.poll(1000)
             added = [p for i in items if i.uuid == uuid and i.state & Event.ADDED for p in i.pages]
             assert sorted(added) == list(range(64)), task.name
 
 
-async def test_closed_tasks_answer_nothing_and_unknown_files_cost_nothing(ext4_dir: Path) -> None:
-    async with aioduet.open_duet(interval=INTERVAL) as duet:
+async def test_closed_tasks_answer_nothing_and_unknown_files_cost_nothing(
+    frameworks: Frameworks, ext4_dir: Path
+) -> None:
+    async with frameworks.open(interval=INTERVAL) as duet:
         task = await duet.register("closing", Event.EXISTS, ext4_dir)
         stranger = Uuid(1, 2, 3)
         assert await task.check_done(stranger) is False  # unknown: relevant, not done
-        assert duet.store.statistics().files == 0  # ... and nothing was remembered
+        assert frameworks.embedded.store.keys_of(1, 2) == []  # ... and nothing was remembered
         await task.aclose()
         for call in (task.get_path, task.check_done):
             with pytest.raises(anyio.ClosedResourceError):
                 await call(stranger)
 
 
-async def test_overflow_items_carry_the_root_uuid_with_its_generation(ext4_dir: Path) -> None:
-    async with aioduet.open_duet(interval=INTERVAL) as duet:
+async def test_overflow_items_carry_the_root_uuid_with_its_generation(
+    frameworks: Frameworks, ext4_dir: Path
+) -> None:
+    async with frameworks.open(interval=INTERVAL) as duet:
         task = await duet.register("overflow", Event.EXISTS, ext4_dir)
-        duet.store.signal_overflow(duet.store.active_slots)
-        (item,) = task.fetch_nowait()
+        frameworks.embedded.store.signal_overflow(frameworks.embedded.store.active_slots)
+        (item,) = await task.poll()
         fd = os.open(ext4_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
             root = Uuid.from_stat(os.fstat(fd), _kernel.inode_generation(fd))
