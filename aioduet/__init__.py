@@ -70,7 +70,6 @@ _WHERE = {
     "._framework": ("Duet", "open_duet"),
     "._model": ("Bmap", "Event", "Item", "Uuid"),
     "._status": ("SourceStatus", "Status", "TaskStatistics", "TaskStatus"),
-    ".daemon": ("connect",),
     ".errors": (
         "AioduetError",
         "DaemonLost",
@@ -96,6 +95,11 @@ def _load() -> dict[str, object]:
 
 
 def __getattr__(name: str) -> object:
+    if name == "connect":  # the daemon's client: its own imports, only when asked for
+        from .daemon import connect  # noqa: PLC0415
+
+        globals()["connect"] = connect
+        return connect
     if name in __all__:
         return _load()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
