@@ -45,6 +45,8 @@ import platform
 import random
 import resource
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -71,6 +73,8 @@ SHAPE = (
     ("large", 0.45, (32 << 20, 192 << 20)),
 )
 FILES_PER_DIR = 100
+# --via: the name of each side in the JSON (without aioduet is always run).
+VIA = {"embedded": "with", "daemon": "daemon"}
 
 
 def parse_size(text: str) -> int:
@@ -355,8 +359,9 @@ class MemoryCgroup:
 
 
 def tool_command(
-    tool: str, tools_dir: Path, dataset: Path, work: Path, *, duet: bool, sources: str
+    tool: str, tools_dir: Path, dataset: Path, work: Path, *, side: str, sources: str
 ) -> list[str]:
+    """The tool's command line: ``side`` is without, with (embedded) or daemon."""
     script = str(tools_dir / f"{tool}.py")
     if tool == "backup":
         argv = [sys.executable, script, str(dataset), "/dev/null"]
@@ -364,7 +369,85 @@ def tool_command(
         argv = [sys.executable, script, str(dataset), "--manifest", str(work / "manifest")]
     else:
         argv = [sys.executable, script, str(dataset), "--out", str(work / "index.out")]
-    return [*argv, "--no-duet"] if not duet else [*argv, "--sources", sources]
+    if side == "without":
+        return [*argv, "--no-duet"]
+    if side == "daemon":
+        return [*argv, "--connect", str(work / DAEMON_SOCKET)]
+    return [*argv, "--sources", sources]
+
+
+DAEMON_SOCKET = "daemon.sock"
+
+
+class Daemon:
+    """The aioduet daemon serving the tools of one configuration (``--via daemon``).
+
+    It runs in the tools' cgroup: its memory counts as theirs does when each tool runs its
+    own framework, and so would any page cache it brought in (it reads no file data).
+    """
+
+    def __init__(self, group: MemoryCgroup, work: Path, sources: str) -> None:
+        began = time.monotonic()
+        self.socket = work / DAEMON_SOCKET
+        self.socket.unlink(missing_ok=True)
+        self.log = open(work / "daemon.stderr", "w+")  # noqa: SIM115 - closed by kill()
+        argv = [sys.executable, "-m", "aioduet", "daemon", "--socket", str(self.socket)]
+        self.process = subprocess.Popen(
+            group.command([*argv, "--sources", sources]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            text=True,
+        )
+        try:
+            self._wait_listening(group)
+        except BaseException:
+            self.kill()
+            raise
+        self.start_seconds = round(time.monotonic() - began, 2)
+
+    def _wait_listening(self, group: MemoryCgroup) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.log.seek(0)
+                detail = self.log.read()[-2000:]
+                raise RuntimeError(f"the daemon exited ({self.process.returncode}): {detail}")
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(str(self.socket))
+                return
+            group.sample()
+            time.sleep(0.05)
+        raise RuntimeError("the daemon did not listen within 60 s")
+
+    def stop(self) -> dict[str, Any]:
+        """SIGTERM; its CPU time (``wait4``), peak memory and bytes read from storage."""
+        read = 0
+        with contextlib.suppress(OSError), open(f"/proc/{self.process.pid}/io") as io:
+            for line in io:
+                if line.startswith("read_bytes:"):
+                    read = int(line.split()[1])
+        self.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        usage = reap(self.process)
+        while usage is None and self.process.returncode is None:
+            if time.monotonic() > deadline:
+                self.process.kill()
+            time.sleep(0.05)
+            usage = reap(self.process)
+        return {
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2) if usage else None,
+            "max_rss_bytes": usage.ru_maxrss * 1024 if usage else None,
+            "read_bytes": read,
+            "start_seconds": self.start_seconds,
+            "returncode": self.process.returncode,
+        }
+
+    def kill(self) -> None:
+        if self.process.returncode is None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
 
 
 def run_tool(argv: list[str], label: str) -> dict[str, Any]:
@@ -386,18 +469,60 @@ def reap(process: subprocess.Popen[str]) -> resource.struct_rusage | None:
     return usage
 
 
+def run_tools(
+    args: argparse.Namespace,
+    scenario: str,
+    *,
+    side: str,
+    group: MemoryCgroup,
+    work: Path,
+    processes: dict[str, subprocess.Popen[str]],
+    logs: dict[str, Any],
+) -> tuple[dict[str, dict[str, float]], float]:
+    """Start the scenario's tools (staggered or not), sample the cgroup until all exited.
+
+    Returns each tool's start, end and CPU time, and the wall time."""
+    tools = SCENARIOS[scenario]
+    stagger = args.stagger if scenario == "staggered" else 0.0
+    timeline: dict[str, dict[str, float]] = {}
+    started = time.monotonic()
+    pending = list(tools)
+    while pending or any(p.returncode is None for p in processes.values()):
+        now = time.monotonic() - started
+        while pending and now >= stagger * len(processes):
+            tool = pending.pop(0)
+            argv = tool_command(
+                tool, args.tools, args.dataset_path, work, side=side, sources=args.sources
+            )
+            logs[tool] = open(work / f"{tool}.stderr", "w+")  # noqa: SIM115 - closed by the caller
+            processes[tool] = subprocess.Popen(
+                group.command(argv), stdout=subprocess.PIPE, stderr=logs[tool], text=True
+            )
+            timeline[tool] = {"start": round(now, 2)}
+        for tool, process in processes.items():
+            usage = reap(process)
+            if usage is not None:
+                timeline[tool]["end"] = round(time.monotonic() - started, 2)
+                timeline[tool]["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 2)
+        group.sample()
+        if now > args.timeout:
+            raise RuntimeError(f"{scenario} took more than {args.timeout} s")
+        time.sleep(0.1)
+    return timeline, time.monotonic() - started
+
+
 def run_configuration(
     args: argparse.Namespace,
     scenario: str,
     *,
-    duet: bool,
+    side: str,
     files: list[Path],
     dataset_bytes: int,
     work: Path,
     disk: Path,
 ) -> dict[str, Any]:
+    """One scenario, one side (without, with: embedded, daemon): the figures."""
     tools = SCENARIOS[scenario]
-    stagger = args.stagger if scenario == "staggered" else 0.0
     left = evict(files)
     budget = int(args.memory_fraction * dataset_bytes)
     # Reclaimable cache absorbs a tool's growth between two samples; with a tiny budget
@@ -405,37 +530,21 @@ def run_configuration(
     group = MemoryCgroup(
         budget,
         max(args.headroom * len(tools), (64 << 20) * len(tools) - budget),
-        f"aioduet-piggyback-{os.getpid()}-{scenario}-{int(duet)}",
+        f"aioduet-piggyback-{os.getpid()}-{scenario}-{side}",
     )
+    daemon: Daemon | None = None
+    daemon_figures: dict[str, Any] | None = None
     processes: dict[str, subprocess.Popen[str]] = {}
     logs: dict[str, Any] = {}
-    timeline: dict[str, dict[str, float]] = {}
     try:
         sectors0 = sectors_read(disk)
-        started = time.monotonic()
-        pending = list(tools)
-        while pending or any(p.returncode is None for p in processes.values()):
-            now = time.monotonic() - started
-            while pending and now >= stagger * len(processes):
-                tool = pending.pop(0)
-                argv = tool_command(
-                    tool, args.tools, args.dataset_path, work, duet=duet, sources=args.sources
-                )
-                logs[tool] = open(work / f"{tool}.stderr", "w+")  # noqa: SIM115 - closed below
-                processes[tool] = subprocess.Popen(
-                    group.command(argv), stdout=subprocess.PIPE, stderr=logs[tool], text=True
-                )
-                timeline[tool] = {"start": round(now, 2)}
-            for tool, process in processes.items():
-                usage = reap(process)
-                if usage is not None:
-                    timeline[tool]["end"] = round(time.monotonic() - started, 2)
-                    timeline[tool]["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 2)
-            group.sample()
-            if now > args.timeout:
-                raise RuntimeError(f"{scenario} took more than {args.timeout} s")
-            time.sleep(0.1)
-        wall = time.monotonic() - started
+        if side == "daemon":  # started before the clock, its CPU time counted in full
+            daemon = Daemon(group, work, args.sources)
+        timeline, wall = run_tools(
+            args, scenario, side=side, group=group, work=work, processes=processes, logs=logs
+        )
+        if daemon is not None:
+            daemon_figures = daemon.stop()
         device = (sectors_read(disk) - sectors0) * SECTOR
         memory = group.figures()
         results: dict[str, Any] = {}
@@ -452,13 +561,18 @@ def run_configuration(
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        if daemon is not None:
+            daemon.kill()
         for handle in logs.values():
             handle.close()
         group.remove()
     tools_read = sum(r["read_bytes"] for r in results.values())
+    tools_cpu = round(sum(r["cpu_seconds"] for r in results.values()), 2)
+    daemon_cpu = (daemon_figures or {}).get("cpu_seconds") or 0.0
     figures = {
         "wall_seconds": round(wall, 2),
-        "cpu_seconds": round(sum(r["cpu_seconds"] for r in results.values()), 2),
+        "cpu_seconds": round(tools_cpu + daemon_cpu, 2),  # the daemon's included
+        "tools_cpu_seconds": tools_cpu,
         "device_read_bytes": device,
         "tools_read_bytes": tools_read,
         "device_reads_per_dataset": round(device / dataset_bytes, 3),
@@ -466,8 +580,11 @@ def run_configuration(
         "cgroup": memory,
         "tools": results,
     }
+    if daemon_figures is not None:
+        figures["daemon"] = daemon_figures
+    label = {"without": "without aioduet", "with": "with aioduet", "daemon": "with the daemon"}
     log(
-        f"{scenario} {'with' if duet else 'without'} aioduet: {wall:.1f} s, "
+        f"{scenario} {label[side]}: {wall:.1f} s, CPU {figures['cpu_seconds']} s, "
         f"{device / (1 << 20):.0f} MiB from the device "
         f"({device / dataset_bytes:.2f}x the dataset), tools {tools_read / (1 << 20):.0f} MiB, "
         f"cache {memory['mean_cache_bytes'] >> 20} MiB on average"
@@ -476,20 +593,40 @@ def run_configuration(
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]], goal: float | None) -> dict[str, Any]:
+    """Medians per side and the ratios: ``with`` (embedded) and ``daemon`` over ``without``,
+    and, when both ran, the daemon's over the embedded frameworks' (``daemon_vs_embedded``)."""
+    sides = [side for side in ("without", "with", "daemon") if runs.get(side)]
+
     def median(side: str, key: str) -> float:
         return float(statistics.median(r[key] for r in runs[side]))
 
+    def ratio(top: float, bottom: float) -> float | None:
+        return round(top / bottom, 4) if bottom else None
+
     summary: dict[str, Any] = {}
-    for key in ("device_read_bytes", "tools_read_bytes", "wall_seconds", "cpu_seconds"):
-        without, with_ = median("without", key), median("with", key)
-        summary[key] = {"without": without, "with": with_}
-    for name, key in (
-        ("read_ratio", "device_read_bytes"),
-        ("tools_read_ratio", "tools_read_bytes"),
-        ("wall_ratio", "wall_seconds"),
+    for key in (
+        "device_read_bytes",
+        "tools_read_bytes",
+        "wall_seconds",
+        "cpu_seconds",
+        "tools_cpu_seconds",
     ):
-        without, with_ = summary[key]["without"], summary[key]["with"]
-        summary[name] = round(with_ / without, 4) if without else None
+        summary[key] = {side: median(side, key) for side in sides}
+    for prefix, side in (("", "with"), ("daemon_", "daemon")):
+        if side not in sides:
+            continue
+        for name, key in (
+            ("read_ratio", "device_read_bytes"),
+            ("tools_read_ratio", "tools_read_bytes"),
+            ("wall_ratio", "wall_seconds"),
+            ("cpu_ratio", "cpu_seconds"),
+        ):
+            summary[prefix + name] = ratio(summary[key][side], summary[key]["without"])
+    if "with" in sides and "daemon" in sides:
+        summary["daemon_vs_embedded"] = {
+            key: ratio(summary[key]["daemon"], summary[key]["with"])
+            for key in ("device_read_bytes", "wall_seconds", "cpu_seconds")
+        }
     summary["goal_read_ratio"] = goal
     summary["runs"] = runs
     return summary
@@ -513,26 +650,32 @@ def measure(args: argparse.Namespace, files: list[Path], work: Path) -> dict[str
     )
     results: dict[str, Any] = {}
     for scenario in args.scenarios:
-        runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+        sides = ["without", *(VIA[via] for via in args.via)]
+        runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
         for run in range(args.repeat):
-            order = (False, True) if run % 2 == 0 else (True, False)
-            for duet in order:
+            order = sides[run % len(sides) :] + sides[: run % len(sides)]  # who goes first turns
+            for side in order:
                 figures = run_configuration(
                     args,
                     scenario,
-                    duet=duet,
+                    side=side,
                     files=files,
                     dataset_bytes=dataset_bytes,
                     work=work,
                     disk=disk,
                 )
-                runs["with" if duet else "without"].append(figures)
+                runs[side].append(figures)
         goal = 0.40 if len(SCENARIOS[scenario]) == 3 else None
         results[scenario] = summarise(runs, goal)
-        log(
-            f"{scenario}: read ratio {results[scenario]['read_ratio']}, "
-            f"wall ratio {results[scenario]['wall_ratio']}"
-        )
+        summary = results[scenario]
+        parts = [
+            f"{name} {summary[name]}"
+            for name in ("read_ratio", "wall_ratio", "daemon_read_ratio", "daemon_wall_ratio")
+            if name in summary
+        ]
+        if "daemon_vs_embedded" in summary:
+            parts.append(f"daemon vs embedded {summary['daemon_vs_embedded']}")
+        log(f"{scenario}: {', '.join(parts)}")
     return {"disk": disk.name, "dataset_bytes": dataset_bytes, "scenarios": results}
 
 
@@ -565,13 +708,24 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat set
         "--stagger", type=float, default=10.0, help="seconds between starts in 'staggered'"
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario and side")
-    parser.add_argument("--sources", default="auto", help="the tools' aioduet source set")
+    parser.add_argument(
+        "--sources", default="auto", help="the tools' aioduet source set (and the daemon's)"
+    )
+    parser.add_argument(
+        "--via",
+        type=lambda s: s.split(","),
+        default=["embedded"],
+        help="with aioduet through: embedded (a framework in each tool), daemon (one daemon "
+        "serves the tools, which --connect), or embedded,daemon (both, in the same run)",
+    )
     parser.add_argument(
         "--tools", type=Path, default=ROOT / "examples", help="directory of the tools"
     )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per configuration")
     parser.add_argument("--json", type=Path, help="also write the JSON object to this file")
     args = parser.parse_args(argv)
+    if not args.via or set(args.via) - set(VIA) or len(set(args.via)) != len(args.via):
+        parser.error("--via: embedded, daemon or embedded,daemon")
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
@@ -622,6 +776,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat set
             "stagger": args.stagger,
             "repeat": args.repeat,
             "sources": args.sources,
+            "via": args.via,
             "tools": str(args.tools),
             "orders_without": {"backup": "path", "scrub": "disk", "index": "inode"},
         },

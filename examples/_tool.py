@@ -45,7 +45,8 @@ ORDERS = ("path", "disk", "inode")
 
 
 def add_common_options(parser: argparse.ArgumentParser, natural: str) -> None:
-    """The options every tool has: --no-duet, --sources, --order, --list, --progress."""
+    """The options every tool has: --no-duet, --sources, --connect, --order, --list,
+    --progress."""
     parser.add_argument(
         "--no-duet",
         action="store_true",
@@ -57,6 +58,15 @@ def add_common_options(parser: argparse.ArgumentParser, natural: str) -> None:
         metavar="SET",
         help="aioduet sources: auto, exact, scan, or a comma-separated list of names "
         "(passed to aioduet.open_duet; default auto)",
+    )
+    parser.add_argument(
+        "--connect",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="SOCKET",
+        help="use the aioduet daemon at SOCKET (default: where aioduet.connect looks) instead "
+        "of an embedded framework; --sources is then the daemon's",
     )
     parser.add_argument(
         "--order",
@@ -372,6 +382,7 @@ def start(args: argparse.Namespace) -> Stats:
         except ImportError as exc:
             raise Fatal(f"{exc} (--no-duet works without aioduet)") from None
         aioduet.open_duet  # noqa: B018 - aioduet imports its public names on first use
+        aioduet.connect  # noqa: B018 - the daemon's client, for --connect
         with contextlib.suppress(ImportError):
             import uvloop  # noqa: F401, PLC0415 - used by _run_duet where installed
     return Stats()
@@ -417,15 +428,13 @@ async def _cached_first(
     import aioduet  # noqa: PLC0415 - only with aioduet
     from aioduet.tasks import cached_first  # noqa: PLC0415 - only with aioduet
 
-    sources: str | list[str] = args.sources
-    if args.sources not in ("auto", "exact", "scan"):
-        sources = args.sources.split(",")
     wanted = set(order)
     async with contextlib.AsyncExitStack() as stack:
+        framework, option = _framework(args)
         try:
-            duet = await stack.enter_async_context(aioduet.open_duet(sources))
+            duet = await stack.enter_async_context(framework)
         except (ValueError, aioduet.AioduetError) as exc:
-            raise Fatal(f"--sources {args.sources}: {exc}") from None
+            raise Fatal(f"{option}: {exc}") from None
         task = await stack.enter_async_context(duet.register(prog, aioduet.Event.EXISTS, tree.root))
         picks = cached_first(task, order=order)
         # Picks come in batches (up to 64 files, 8 MiB): the reading (and hashing, writing)
@@ -442,6 +451,23 @@ async def _cached_first(
                 paths.append(picked.path)
             await anyio.to_thread.run_sync(runner.run_all, paths)
         runner.stats.ahead = picks.from_cache
+
+
+def _framework(args: argparse.Namespace) -> tuple[Any, str]:
+    """What ``--connect`` or ``--sources`` asks for, to enter, and the option, for errors:
+    the daemon's client or an embedded framework (both are an :class:`aioduet.abc.Duet`)."""
+    import aioduet  # noqa: PLC0415 - only with aioduet
+
+    if args.connect is not None:
+        return aioduet.connect(args.connect or None), f"--connect {args.connect}".rstrip()
+    sources: str | list[str] = args.sources
+    if args.sources not in ("auto", "exact", "scan"):
+        sources = args.sources.split(",")
+    option = f"--sources {args.sources}"
+    try:
+        return aioduet.open_duet(sources), option
+    except (ValueError, aioduet.AioduetError) as exc:
+        raise Fatal(f"{option}: {exc}") from None
 
 
 class Fatal(Exception):

@@ -46,3 +46,37 @@ def test_piggyback_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
     starts = sorted(tool["start"] for tool in staggered.values())
     assert starts[0] == 0.0 and starts[1] >= 0.5 and starts[2] >= 1.0  # one every --stagger
     assert not list(tmp_path.iterdir())  # the dataset was removed
+
+
+def test_piggyback_through_the_daemon_reports_both_sides(tmp_path: Path) -> None:
+    report = run_bench(
+        "piggyback.py",
+        "--size",
+        "8M",
+        "--scenarios",
+        "three",
+        "--via",
+        "embedded,daemon",
+        "--dir",
+        str(tmp_path),
+        timeout=120,
+    )
+    assert report["parameters"]["via"] == ["embedded", "daemon"]
+    dataset = report["dataset"]
+    three = report["scenarios"]["three"]
+    assert set(three["runs"]) == {"without", "with", "daemon"}
+    for key in ("read_ratio", "daemon_read_ratio", "daemon_wall_ratio", "daemon_cpu_ratio"):
+        assert three[key] > 0
+    assert set(three["daemon_vs_embedded"]) == {"device_read_bytes", "wall_seconds", "cpu_seconds"}
+    assert all(value > 0 for value in three["daemon_vs_embedded"].values())
+    (run,) = three["runs"]["daemon"]
+    for tool in run["tools"].values():  # every tool processed every byte of every file
+        assert tool["files"] == dataset["files"] and tool["bytes"] == dataset["bytes"]
+    daemon = run["daemon"]
+    assert daemon["returncode"] == 0 and daemon["cpu_seconds"] > 0
+    assert daemon["start_seconds"] > 0 and daemon["max_rss_bytes"] > 0
+    # The CPU of a side with the daemon is the tools' and the daemon's.
+    assert run["cpu_seconds"] == round(run["tools_cpu_seconds"] + daemon["cpu_seconds"], 2)
+    assert "daemon" not in three["runs"]["with"][0]
+    assert run["device_read_bytes"] >= dataset["bytes"] // 2 and run["cached_before"] < 0.01
+    assert not list(tmp_path.iterdir())
