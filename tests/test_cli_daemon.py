@@ -44,9 +44,9 @@ def _answers(path: Path) -> bool:
 @pytest.fixture
 def daemon(ext4_dir: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     path = ext4_dir / "run" / "d.sock"
+    command = ["daemon", "--socket", str(path), "--sources", "scan", "--interval", "0.05"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "aioduet", "daemon", "--socket", str(path), "--sources", "scan"]
-        + ["--interval", "0.05"],
+        [sys.executable, "-m", "aioduet", *command],
         stderr=subprocess.PIPE,
         text=True,
     )
