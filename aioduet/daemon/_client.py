@@ -229,6 +229,8 @@ class Client(_abc.Duet):
                     self._dispatch(frame)
         except ProtocolError as exc:
             reason = f"the daemon sent a malformed frame: {exc}"
+        except (KeyError, TypeError, ValueError) as exc:  # a well-framed answer of the wrong shape
+            reason = f"the daemon sent a malformed answer: {type(exc).__name__}: {exc}"
         self._lose(reason)
 
     def _dispatch(self, frame: bytes) -> None:

@@ -234,7 +234,14 @@ class _Connection:
             try:
                 await self.stream.send(data)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return  # the reader sees the end too
+                # The client is gone. The reader may be waiting for room in a full outbox,
+                # which would never come (it is emptied only here): end the connection,
+                # so that its tasks are released.
+                self.outbox.clear()
+                self.outbox_bytes = 0
+                assert self.group is not None
+                self.group.cancel_scope.cancel()
+                return
             self.outbox_bytes -= len(data)
 
     async def flushed(self) -> None:
