@@ -8,8 +8,9 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import AsyncExitStack
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -73,6 +74,14 @@ class _Call:
     result: Any = None
     error: BaseException | None = None
     abandoned: bool = False
+    then: Callable[[], None] | None = None
+    """For requests nobody waits for: what to do once answered."""
+
+    def finish(self, result: Any, error: BaseException | None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+        if self.then is not None:
+            self.then()
 
 
 @attrs.define(eq=False)
@@ -159,6 +168,12 @@ class Client(_abc.Duet):
         self._wake_writer.set()
         return rid
 
+    def _send_unanswered(self, message: dict[str, Any], then: Callable[[], None]) -> None:
+        """Send a request whose caller does not wait; ``then()`` runs when it is answered
+        (or the connection ends)."""
+        call = _Call(message["op"], then=then)
+        self._calls[self._send(message)] = call
+
     def _check_open(self) -> None:
         if self._lost is not None:
             raise self._lost
@@ -237,8 +252,9 @@ class Client(_abc.Duet):
         if frame[0] == KIND_ITEMS:
             batch = decode_items(frame[1:])
             task = self._tasks.get(batch.task)
+            call = self._calls.get(batch.request)
             if task is not None:
-                task._receive(batch.items, batch.pending_files)
+                task._receive(batch.items, batch.pending_files, waited=call is None)
             self._answer(batch.request, None, None)
             return
         if frame[0] != KIND_JSON:
@@ -265,11 +281,10 @@ class Client(_abc.Duet):
         call = self._calls.pop(rid, None) if isinstance(rid, int) else None
         if call is None:
             return
-        call.result, call.error = result, error
         if call.abandoned and call.op == "register" and error is None:
             # Its caller was cancelled after the daemon registered it: undo that.
             self._send({"op": "close", "task": result["task"]})
-        call.done.set()
+        call.finish(result, error)
 
     def _event(self, event: object, message: dict[str, Any]) -> None:
         if event == "closing":
@@ -284,8 +299,7 @@ class Client(_abc.Duet):
     def _fail_calls(self, error: BaseException) -> None:
         calls, self._calls = self._calls, {}
         for call in calls.values():
-            call.error = error
-            call.done.set()
+            call.finish(None, error)
 
     def _lose(self, reason: str) -> None:
         """The connection ended: waiters wake with DaemonLost (or EndOfStream if it closed)."""
@@ -413,7 +427,8 @@ class RemoteTask(_abc.Task):
     _changed: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _scanned: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _waiting: bool = attrs.field(init=False, default=False)
-    _polling: bool = attrs.field(init=False, default=False)
+    _dropping: dict[Uuid, int] = attrs.field(init=False, factory=dict)
+    """Files marked done whose SET the daemon has not answered: their items are dropped."""
     _closed: bool = attrs.field(init=False, default=False)
     _ended: bool = attrs.field(init=False, default=False)
     _lost: DaemonLost | None = attrs.field(init=False, default=None)
@@ -427,8 +442,11 @@ class RemoteTask(_abc.Task):
         waiter, self._changed = self._changed, anyio.Event()
         waiter.set()
 
-    def _receive(self, items: list[Item], pending_files: int) -> None:
-        self._waiting = self._polling = False
+    def _receive(self, items: list[Item], pending_files: int, *, waited: bool) -> None:
+        if waited:
+            self._waiting = False
+        if self._dropping:
+            items = [item for item in items if item.uuid not in self._dropping]
         if not self._closed:
             self._buffer.extend(items)
             self._pending_files = pending_files
@@ -465,9 +483,10 @@ class RemoteTask(_abc.Task):
     def fetch_nowait(self, max_items: int = _abc.DEFAULT_FETCH) -> list[Item]:
         """Take up to ``max_items`` items that have reached this process (see the interface)."""
         items = self._take(max_items)
-        if not items and not self._waiting and not self._polling:
-            self._polling = True
-            self._ask(max_items, wait=False)
+        if not items and not self._waiting:
+            # A waiting fetch: the daemon answers once there is something, never empty.
+            self._waiting = True
+            self._ask(max(max_items, _abc.DEFAULT_FETCH), wait=True)
         return items
 
     async def poll(self, max_items: int = _abc.DEFAULT_FETCH) -> list[Item]:
@@ -510,12 +529,21 @@ class RemoteTask(_abc.Task):
         if not isinstance(uuid, Uuid):
             raise TypeError(f"bmap takes an aioduet.Uuid, not {type(uuid).__name__}")
         self._check_open()
-        answer = await self._client._call(
-            {"op": "bmap", "task": self.id, "flags": int(flags), "uuid": list(uuid.key)}
-        )
-        if flags == Bmap.SET and self._buffer:
+        request = {"op": "bmap", "task": self.id, "flags": int(flags), "uuid": list(uuid.key)}
+        if flags != Bmap.SET:
+            return bool(await self._client._call(request))
+        # SET answers True whatever happens: no need to wait for the daemon. Until it
+        # answers, items of the file that it took from the store before the SET are dropped.
+        if self._buffer:
             self._buffer = deque(item for item in self._buffer if item.uuid != uuid)
-        return bool(answer)
+        self._dropping[uuid] = self._dropping.get(uuid, 0) + 1
+        self._client._send_unanswered(request, partial(self._dropped, uuid))
+        return True
+
+    def _dropped(self, uuid: Uuid) -> None:
+        left = self._dropping.pop(uuid) - 1
+        if left:
+            self._dropping[uuid] = left
 
     async def get_path(self, uuid: Uuid) -> str:
         """The path of a file under the task's directory (see the interface)."""
