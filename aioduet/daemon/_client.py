@@ -76,6 +76,8 @@ class _Call:
     abandoned: bool = False
     then: Callable[[], None] | None = None
     """For requests nobody waits for: what to do once answered."""
+    adopt: Callable[[Any], Any] | None = None
+    """Turns a successful answer into the result, as soon as it is read."""
 
     def finish(self, result: Any, error: BaseException | None) -> None:
         self.result, self.error = result, error
@@ -136,7 +138,7 @@ class Client(_abc.Duet):
 
     async def aclose(self) -> None:
         """Close every task (their iterations end) and the connection."""
-        if self._state not in ("open", "lost"):
+        if self._state == "new" or (self._state == "closed" and self._stack is None):
             return
         if self._state == "open":
             self._state = "closed"
@@ -180,7 +182,13 @@ class Client(_abc.Duet):
         if self._state != "open":
             raise anyio.ClosedResourceError("the connection to the daemon is closed")
 
-    async def _call(self, message: dict[str, Any], fd: int | None = None) -> Any:
+    async def _call(
+        self,
+        message: dict[str, Any],
+        fd: int | None = None,
+        *,
+        adopt: Callable[[Any], Any] | None = None,
+    ) -> Any:
         """Send a request and wait for its answer (raised as an exception if an error)."""
         try:
             self._check_open()
@@ -188,7 +196,7 @@ class Client(_abc.Duet):
             if fd is not None:
                 os.close(fd)
             raise
-        call = _Call(message["op"])
+        call = _Call(message["op"], adopt=adopt)
         self._calls[self._send(message, fd)] = call
         try:
             await call.done.wait()
@@ -284,6 +292,8 @@ class Client(_abc.Duet):
         if call.abandoned and call.op == "register" and error is None:
             # Its caller was cancelled after the daemon registered it: undo that.
             self._send({"op": "close", "task": result["task"]})
+        elif call.adopt is not None and error is None:
+            result = call.adopt(result)
         call.finish(result, error)
 
     def _event(self, event: object, message: dict[str, Any]) -> None:
@@ -344,10 +354,20 @@ class Client(_abc.Duet):
                 " its client can open",
                 root,
             ) from None
-        answer = await self._call({"op": "register", "name": name, "mask": int(mask)}, fd)
-        root_uuid = Uuid(*answer["root"])
-        task = RemoteTask(answer["task"], name, mask, answer["path"], root=root_uuid, client=self)
-        self._tasks[task.id] = task
+
+        def adopt(answer: Any) -> RemoteTask:
+            # When the answer is read, not when the caller resumes: the "scanned" event
+            # may come in the same read.
+            root_uuid = Uuid(*answer["root"])
+            task = RemoteTask(
+                answer["task"], name, mask, answer["path"], root=root_uuid, client=self
+            )
+            self._tasks[task.id] = task
+            return task
+
+        task: RemoteTask = await self._call(
+            {"op": "register", "name": name, "mask": int(mask)}, fd, adopt=adopt
+        )
         return task
 
     def _forget(self, task: RemoteTask) -> None:
