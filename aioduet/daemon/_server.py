@@ -141,6 +141,8 @@ class Server:
             self._connections.add(connection)
             try:
                 await connection.run()
+            except Exception:  # a bug must cost one connection, never the daemon
+                logger.exception("the connection of pid %d failed; it is closed", peer.pid)
             finally:
                 self._connections.discard(connection)
 
