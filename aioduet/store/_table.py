@@ -134,10 +134,17 @@ class Store:
         return self._slots.allocate(mask)
 
     def remove_slot(self, slot: int) -> None:
-        """Forget a slot: its pending state, relevance and done bits."""
+        """Forget a slot: its pending state, relevance and done bits.
+
+        Entries that then matter to no remaining slot (nothing pending, relevance decided and
+        done bit set for none of them) are dropped: once every task has gone, the store is
+        empty, and a daemon's departed clients leave no memory behind.
+        """
         bit = 1 << slot
         for entry in list(self._queues[slot].values()):
             self._clear_slot(entry, slot)  # also drops retired entries left empty
+        remaining = self._slots.active & ~bit
+        unused = []
         for entry in self._files.values():
             if (entry.seen | entry.done | entry.queued) & bit:
                 entry.seen &= ~bit
@@ -145,6 +152,10 @@ class Store:
                 entry.done &= ~bit
                 entry.queued &= ~bit
                 entry.reroute()
+            if not entry.pages and not entry.queued and not (entry.seen | entry.done) & remaining:
+                unused.append(entry.key)
+        for key in unused:
+            self.forget(key)
         self._overflow &= ~bit
         self._slots.release(slot)
 

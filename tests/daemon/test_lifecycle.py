@@ -104,9 +104,9 @@ async def test_killed_client_leaves_no_tasks_and_no_pending_pages(
             ),
         )
         assert after.store.pending_pages == before.pending_pages
-        # Store.remove_slot forgets a departed task's pending pages and its relevance bits;
-        # the files' entries themselves stay (relevance memory) until the files go.
-        assert after.store.files <= during.store.files
+        # Store.remove_slot drops the entries no remaining task has a use for.
+        assert during.store.files > before.files
+        assert after.store.files <= before.files
         assert daemon.proc.poll() is None
 
 

@@ -293,6 +293,21 @@ TestStoreAgainstModel = StoreMachine.TestCase
 # -- unit tests ----------------------------------------------------------------------------
 
 
+def test_removing_slots_drops_the_entries_nobody_needs() -> None:
+    store = Store(4, relevance=relevant_to_all)
+    first = store.add_slot(Event.EXISTS)
+    store.ingest([(A, 0, 3, ADDED)])
+    second = store.add_slot(Event.EXISTS)
+    store.ingest([(B, 0, 1, ADDED)])  # decided for both slots
+    store.drain(first, 10)
+    store.remove_slot(first)
+    assert store.keys_of(*A[:2]) == []  # only the removed slot knew it
+    assert store.keys_of(*B[:2]) == [B]  # pending for the remaining slot
+    store.drain(second, 10)
+    store.remove_slot(second)
+    assert store.statistics().files == 0
+
+
 def test_exists_only_receives_added() -> None:
     store = Store(4, relevance=relevant_to_all)
     slot = store.add_slot(Event.EXISTS)
