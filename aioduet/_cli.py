@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import _kernel, _scan_run
+from ._sockets import DEFAULT_SOCKET_MODE, default_socket_path
 from .errors import AioduetError, NotFound
 
 if TYPE_CHECKING:
@@ -149,12 +150,6 @@ async def _daemon_command(args: argparse.Namespace) -> int:
     from ._cli_daemon import run_daemon  # noqa: PLC0415 - not at start-up (module docstring)
 
     return await run_daemon(args)
-
-
-def _add_daemon_options(parser: argparse.ArgumentParser) -> None:
-    from ._cli_daemon import add_daemon_options  # noqa: PLC0415 - not at start-up
-
-    add_daemon_options(parser)
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -369,6 +364,61 @@ def _add_connect_options(parser: argparse.ArgumentParser) -> None:
         "--embedded",
         action="store_true",
         help="run an embedded framework in this process even if a daemon runs",
+    )
+
+
+def _socket_mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an octal mode like 0660, not {text!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"a mode between 0 and 0777, not {text}")
+    return mode
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _add_daemon_options(parser: argparse.ArgumentParser) -> None:
+    """The daemon's own options (the framework's are added by the caller)."""
+    parser.add_argument(
+        "--socket",
+        default=None,
+        help=f"where to listen (default {default_socket_path(0)} as root,"
+        " $XDG_RUNTIME_DIR/aioduet.sock otherwise)",
+    )
+    parser.add_argument(
+        "--socket-mode",
+        type=_socket_mode,
+        default=DEFAULT_SOCKET_MODE,
+        help="permissions of the socket file, octal (default 0666: anyone may connect; what"
+        " each client may see is checked per request)",
+    )
+    parser.add_argument(
+        "--max-tasks",
+        type=_at_least_one,
+        default=64,
+        help="tasks registered at once, all clients together (default 64, the most)",
+    )
+    parser.add_argument(
+        "--tasks-per-uid",
+        type=_at_least_one,
+        default=8,
+        help="tasks the clients of one user other than root may hold (default 8)",
+    )
+    parser.add_argument(
+        "--max-clients",
+        type=_at_least_one,
+        default=256,
+        help="connections at once (default 256)",
     )
 
 

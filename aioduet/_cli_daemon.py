@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -17,68 +16,14 @@ import anyio
 
 from . import abc as _abc
 from ._framework import open_duet
+from ._sockets import default_socket_path
 from ._status import Status
-from .daemon import DEFAULT_SOCKET_MODE, Client, connect, default_socket_path, find_socket, serve
+from .daemon import Client, connect, serve
 from .errors import DaemonUnavailable
 
-__all__ = ["add_daemon_options", "framework_for", "main_aioduetd", "run_daemon", "show_status"]
+__all__ = ["framework_for", "main_aioduetd", "run_daemon", "show_status"]
 
 logger = logging.getLogger("aioduet.daemon")
-
-
-def _socket_mode(text: str) -> int:
-    try:
-        mode = int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"an octal mode like 0660, not {text!r}") from None
-    if not 0 <= mode <= 0o777:
-        raise argparse.ArgumentTypeError(f"a mode between 0 and 0777, not {text}")
-    return mode
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def add_daemon_options(parser: argparse.ArgumentParser) -> None:
-    """The daemon's own options (the framework's are added by the caller)."""
-    parser.add_argument(
-        "--socket",
-        default=None,
-        help=f"where to listen (default {default_socket_path(0)} as root,"
-        " $XDG_RUNTIME_DIR/aioduet.sock otherwise)",
-    )
-    parser.add_argument(
-        "--socket-mode",
-        type=_socket_mode,
-        default=DEFAULT_SOCKET_MODE,
-        help="permissions of the socket file, octal (default 0666: anyone may connect; what"
-        " each client may see is checked per request)",
-    )
-    parser.add_argument(
-        "--max-tasks",
-        type=_at_least_one,
-        default=64,
-        help="tasks registered at once, all clients together (default 64, the most)",
-    )
-    parser.add_argument(
-        "--tasks-per-uid",
-        type=_at_least_one,
-        default=8,
-        help="tasks the clients of one user other than root may hold (default 8)",
-    )
-    parser.add_argument(
-        "--max-clients",
-        type=_at_least_one,
-        default=256,
-        help="connections at once (default 256)",
-    )
 
 
 def framework_options(args: argparse.Namespace) -> tuple[str | list[str], dict[str, Any]]:
@@ -214,8 +159,3 @@ def _status_text(status: Status, where: str | None) -> str:
         f" {store.memory_bytes} bytes"
     )
     return "\n".join(lines)
-
-
-def socket_hint() -> str:
-    """Where clients look for the daemon, for help texts."""
-    return os.environ.get("AIODUET_SOCKET") or find_socket()

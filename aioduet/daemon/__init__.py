@@ -4,10 +4,11 @@
 of the embedded framework (:class:`aioduet.abc.Duet`). The wire protocol is in docs/protocol.md.
 """
 
+from .._sockets import DEFAULT_SOCKET_MODE, default_socket_path, find_socket
 from ._client import Client, RemoteRegistration, RemoteTask, connect
-from ._protocol import VERSION, default_socket_path, find_socket
+from ._protocol import VERSION
 from ._server import Peer, Server
-from ._serving import DEFAULT_SOCKET_MODE, Serving, serve
+from ._serving import Serving, serve
 
 __all__ = [
     "DEFAULT_SOCKET_MODE",

@@ -22,6 +22,7 @@ import attrs
 from .. import abc as _abc
 from .._framework import checked_directory, validate_mask
 from .._model import Bmap, Event, Item, Uuid
+from .._sockets import find_socket
 from .._status import Status, TaskStatistics
 from ..errors import DaemonLost, DaemonUnavailable, ProtocolError
 from ..store import StoreStatistics
@@ -34,7 +35,6 @@ from ._protocol import (
     decode_items,
     encode_json,
     error_from,
-    find_socket,
     split_frames,
     status_from_json,
 )

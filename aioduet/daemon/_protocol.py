@@ -8,7 +8,6 @@ a JSON object (kind 1) or a batch of items (kind 2, daemon to client only).
 from __future__ import annotations
 
 import json
-import os
 import struct
 import sys
 from array import array
@@ -39,12 +38,10 @@ __all__ = [
     "VERSION",
     "ItemBatch",
     "decode_items",
-    "default_socket_path",
     "encode_items",
     "encode_json",
     "error_body",
     "error_from",
-    "find_socket",
     "parse_request",
     "split_frames",
     "status_from_json",
@@ -80,31 +77,6 @@ _SCHEMAS: dict[str, dict[str, str]] = {
     "status": {},
     "shutdown": {},
 }
-
-
-def default_socket_path(uid: int | None = None) -> str:
-    """Where the daemon listens by default: ``/run/aioduet/aioduet.sock`` for root,
-    ``$XDG_RUNTIME_DIR/aioduet.sock`` for other users (``/run/user/UID`` without it)."""
-    uid = os.geteuid() if uid is None else uid
-    if uid == 0:
-        return "/run/aioduet/aioduet.sock"
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{uid}"
-    return os.path.join(runtime, "aioduet.sock")
-
-
-def find_socket() -> str:
-    """The socket a client connects to by default.
-
-    ``$AIODUET_SOCKET`` if set; otherwise the user's own daemon's socket if it exists, else
-    the system daemon's (``/run/aioduet/aioduet.sock``).
-    """
-    chosen = os.environ.get("AIODUET_SOCKET")
-    if chosen:
-        return chosen
-    own = default_socket_path()
-    if os.geteuid() != 0 and not os.path.exists(own):
-        return default_socket_path(0)
-    return own
 
 
 # -- frames ------------------------------------------------------------------------------

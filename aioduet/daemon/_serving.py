@@ -16,15 +16,13 @@ import anyio.abc
 import attrs
 
 from .._framework import Duet
+from .._sockets import DEFAULT_SOCKET_MODE
 from ..errors import AioduetError
 from ._server import Server
 
 __all__ = ["DEFAULT_SOCKET_MODE", "Serving", "serve"]
 
 logger = logging.getLogger("aioduet.daemon")
-
-DEFAULT_SOCKET_MODE = 0o666
-"""Anyone may connect: what a client may see is decided per request (see docs/protocol.md)."""
 
 
 def serve(
