@@ -10,7 +10,6 @@ import os
 from collections import deque
 from collections.abc import Callable, Generator
 from contextlib import AsyncExitStack
-from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -74,16 +73,12 @@ class _Call:
     result: Any = None
     error: BaseException | None = None
     abandoned: bool = False
-    then: Callable[[], None] | None = None
-    """For requests nobody waits for: what to do once answered."""
     adopt: Callable[[Any], Any] | None = None
     """Turns a successful answer into the result, as soon as it is read."""
 
     def finish(self, result: Any, error: BaseException | None) -> None:
         self.result, self.error = result, error
         self.done.set()
-        if self.then is not None:
-            self.then()
 
 
 @attrs.define(eq=False)
@@ -169,12 +164,6 @@ class Client(_abc.Duet):
         self._outbox.append((encode_json({**message, "id": rid}), fd))
         self._wake_writer.set()
         return rid
-
-    def _send_unanswered(self, message: dict[str, Any], then: Callable[[], None]) -> None:
-        """Send a request whose caller does not wait; ``then()`` runs when it is answered
-        (or the connection ends)."""
-        call = _Call(message["op"], then=then)
-        self._calls[self._send(message)] = call
 
     def _check_open(self) -> None:
         if self._lost is not None:
@@ -447,8 +436,6 @@ class RemoteTask(_abc.Task):
     _changed: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _scanned: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _waiting: bool = attrs.field(init=False, default=False)
-    _dropping: dict[Uuid, int] = attrs.field(init=False, factory=dict)
-    """Files marked done whose SET the daemon has not answered: their items are dropped."""
     _closed: bool = attrs.field(init=False, default=False)
     _ended: bool = attrs.field(init=False, default=False)
     _lost: DaemonLost | None = attrs.field(init=False, default=None)
@@ -465,8 +452,6 @@ class RemoteTask(_abc.Task):
     def _receive(self, items: list[Item], pending_files: int, *, waited: bool) -> None:
         if waited:
             self._waiting = False
-        if self._dropping:
-            items = [item for item in items if item.uuid not in self._dropping]
         if not self._closed:
             self._buffer.extend(items)
             self._pending_files = pending_files
@@ -550,20 +535,12 @@ class RemoteTask(_abc.Task):
             raise TypeError(f"bmap takes an aioduet.Uuid, not {type(uuid).__name__}")
         self._check_open()
         request = {"op": "bmap", "task": self.id, "flags": int(flags), "uuid": list(uuid.key)}
-        if flags != Bmap.SET:
-            return bool(await self._client._call(request))
-        # SET answers True whatever happens: no need to wait for the daemon. Until it
-        # answers, items of the file that it took from the store before the SET are dropped.
-        if self._buffer:
+        # Waited for, SET included: a SET that did not wait let tools run ahead of the items
+        # that tell them what the others cached (bench/piggyback.py read 2x the data).
+        answer = bool(await self._client._call(request))
+        if flags == Bmap.SET and self._buffer:
             self._buffer = deque(item for item in self._buffer if item.uuid != uuid)
-        self._dropping[uuid] = self._dropping.get(uuid, 0) + 1
-        self._client._send_unanswered(request, partial(self._dropped, uuid))
-        return True
-
-    def _dropped(self, uuid: Uuid) -> None:
-        left = self._dropping.pop(uuid) - 1
-        if left:
-            self._dropping[uuid] = left
+        return answer
 
     async def get_path(self, uuid: Uuid) -> str:
         """The path of a file under the task's directory (see the interface)."""
