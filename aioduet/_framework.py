@@ -8,7 +8,6 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
-from types import TracebackType
 
 import anyio
 import anyio.abc
@@ -220,14 +219,6 @@ class Duet(_abc.Duet):
             raise
         self._state = "open"
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close every task (their iterations end) and stop the sources."""
