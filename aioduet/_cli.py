@@ -302,14 +302,23 @@ def _existing_directory(text: str) -> str:
     return path
 
 
-def _budget(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 4:
-        raise argparse.ArgumentTypeError(f"must be at least 4 (one file check), not {value}")
-    return value
+def _int_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (``why``: said when it is not)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}{why}, not {value}")
+        return value
+
+    return parse
+
+
+_budget = _int_at_least(4, " (one file check)")
+_at_least_one = _int_at_least(1)
 
 
 def _positive(text: str) -> float:
@@ -375,16 +384,6 @@ def _socket_mode(text: str) -> int:
     if not 0 <= mode <= 0o777:
         raise argparse.ArgumentTypeError(f"a mode between 0 and 0777, not {text}")
     return mode
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def _add_daemon_options(parser: argparse.ArgumentParser) -> None:
