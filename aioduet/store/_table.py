@@ -175,6 +175,8 @@ class Store:
         files = self._files
         slots = self._slots
         active = slots.active
+        if not active:
+            return  # no task: nothing to route, nothing to remember
         cancel_lo = slots.cancel_lo
         spread_of = slots.spread
         bits_of = slots.bits_of

@@ -726,3 +726,13 @@ def test_statistics_counts_files_and_memory() -> None:
     after = store.statistics()
     assert (after.files, after.pending_files, after.pending_pages) == (2, 0, 0)
     assert after.memory_bytes == stats.memory_bytes - 5 * BYTES_PER_PAGE
+
+
+def test_without_slots_nothing_is_remembered() -> None:
+    store = Store(4, relevance=relevant_to_all)
+    store.ingest([(A, 0, 3, ADDED)])
+    assert store.statistics().files == 0
+    slot = store.add_slot(Event.EXISTS)
+    store.remove_slot(slot)
+    store.ingest([(B, 0, 1, ADDED)])  # late, after the last task went
+    assert store.statistics().files == 0
