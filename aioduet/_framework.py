@@ -26,6 +26,7 @@ from .sources import (
     Sink,
     Source,
     SourceOptions,
+    _pagemap,
     make_sources,
     resolve_sources,
 )
@@ -429,41 +430,26 @@ def _changes_since(located: list[tuple[int, int, str, list[Observation]]]) -> li
             if (st.st_dev, st.st_ino) != (dev, ino):
                 continue
             key = (dev, ino, _kernel.inode_generation(fd))
+            pages = -(-st.st_size // _kernel.PAGE_SIZE)
             for field, on, off in (
                 ("cache", Event.ADDED, Event.REMOVED),
                 ("dirty", Event.DIRTY, Event.FLUSHED),
             ):
-                before: set[int] = set()
-                for _key, first, count, event in reported:  # in the order they were reported
-                    if event & on:
-                        before.update(range(first, first + count))
-                    elif event & off:
-                        before.difference_update(range(first, first + count))
-                now = {
-                    page
-                    for first, count in _kernel.page_runs(fd, st.st_size, field)
-                    for page in range(first, first + count)
-                }
-                for pages, event in ((now - before, on), (before - now, off)):
-                    observations.extend(
-                        (key, first, count, int(event)) for first, count in _runs(pages)
-                    )
+                before = bytearray(pages)  # as reported, in the order it was
+                for _key, first, count, event in reported:
+                    if event & (on | off):
+                        if first + count > len(before):
+                            before.extend(bytes(first + count - len(before)))
+                        before[first : first + count] = (b"\x01" if event & on else b"\x00") * count
+                now = _pagemap.from_runs(_kernel.page_runs(fd, st.st_size, field), pages)
+                added, removed = _pagemap.diff(before, now)
+                observations.extend((key, first, count, int(on)) for first, count in added)
+                observations.extend((key, first, count, int(off)) for first, count in removed)
         except OSError:
             continue
         finally:
             os.close(fd)
     return observations
-
-
-def _runs(pages: set[int]) -> list[tuple[int, int]]:
-    """Sorted pages as (first, count) runs of consecutive pages."""
-    runs: list[tuple[int, int]] = []
-    for page in sorted(pages):
-        if runs and runs[-1][0] + runs[-1][1] == page:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-        else:
-            runs.append((page, 1))
-    return runs
 
 
 def _confirm(hint: PathHint, dev: int, ino: int) -> tuple[int, int] | None:

@@ -11,8 +11,8 @@ import pytest
 from pagecache import make_tree, read_pages, write_clean
 
 import aioduet
-from aioduet import Event
-from aioduet._framework import validate_mask
+from aioduet import Event, _kernel
+from aioduet._framework import _changes_since, validate_mask
 
 pytestmark = pytest.mark.anyio
 
@@ -232,3 +232,30 @@ async def test_closing_mid_scan_is_prompt_and_leaks_no_fds(ext4_dir: Path) -> No
             await task.wait_scanned()
             assert task.closed
     assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+@pytest.mark.kernel
+def test_a_recheck_reports_only_what_differs_from_what_the_scan_reported(ext4_dir: Path) -> None:
+    data = write_clean(ext4_dir / "data", 8)
+    fd = os.open(data, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        for page in (0, 1, 2):
+            os.pread(fd, 1, page * _kernel.PAGE_SIZE)
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino, _kernel.inode_generation(fd))
+        now = set()
+        for first, count in _kernel.page_runs(fd, st.st_size, "cache"):
+            now.update(range(first, first + count))
+    finally:
+        os.close(fd)
+    # The scan said pages 1-5 were cached, then page 5 was evicted (in that order).
+    reported = [(key, 1, 5, int(Event.ADDED)), (key, 5, 1, int(Event.REMOVED))]
+    changes = _changes_since([(key[0], key[1], str(data), reported)])
+    added = {p for k, f, c, e in changes if e == Event.ADDED for p in range(f, f + c)}
+    removed = {p for k, f, c, e in changes if e == Event.REMOVED for p in range(f, f + c)}
+    assert added == now - {1, 2, 3, 4}
+    assert removed == {1, 2, 3, 4} - now
+    assert 0 in added and {3, 4} <= removed  # what the reads above made sure of
+    assert all(k == key for k, *_ in changes)
