@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shutil
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import log
+from _common import log, write_report
 
 import aioduet
 from aioduet import Event, _kernel
@@ -184,10 +183,7 @@ def main(argv: list[str] | None = None) -> None:
             ),
         },
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    write_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import platform
 import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import log
+from _common import log, wait_listening, write_report
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 CONSUMERS = ("fetch", "iter")
@@ -244,16 +243,12 @@ def start_daemon(socket_path: Path, sources: str, log_path: Path) -> subprocess.
             stdout=subprocess.DEVNULL,
             stderr=errors,
         )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if daemon.poll() is not None:
-            raise RuntimeError(f"the daemon exited ({daemon.returncode}): {log_path.read_text()}")
-        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
-            probe.connect(str(socket_path))
-            return daemon
-        time.sleep(0.05)
-    daemon.kill()
-    raise RuntimeError("the daemon did not listen within 60 s")
+    try:
+        wait_listening(daemon, socket_path, log_path.read_text)
+    except RuntimeError:
+        daemon.kill()
+        raise
+    return daemon
 
 
 def stop_daemon(daemon: subprocess.Popen[bytes]) -> None:
@@ -521,10 +516,7 @@ def main(argv: list[str] | None = None) -> None:
         "results": figures["results"],
         "wall_seconds": round(time.monotonic() - started, 1),
     }
-    text = json.dumps(report, indent=2)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    write_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import binary_size, log
+from _common import binary_size, log, write_report
 
 CHUNK = 1 << 20
 WORKLOADS = ("randread", "seqwrite")
@@ -364,10 +364,7 @@ def main(argv: list[str] | None = None) -> None:
         "workloads": results,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
-    text = json.dumps(report, indent=2)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    write_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import log
+from _common import log, write_report
 
 # Generator processes run this file too: they must start fast and need nothing of aioduet.
 if sys.argv[1:2] != ["--generate"]:
@@ -390,10 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    write_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import binary_size, log
+from _common import binary_size, log, wait_listening, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1 << 20
@@ -400,25 +399,15 @@ class Daemon:
             text=True,
         )
         try:
-            self._wait_listening(group)
+            wait_listening(self.process, self.socket, self._log_tail, group.sample)
         except BaseException:
             self.kill()
             raise
         self.start_seconds = round(time.monotonic() - began, 2)
 
-    def _wait_listening(self, group: MemoryCgroup) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.log.seek(0)
-                detail = self.log.read()[-2000:]
-                raise RuntimeError(f"the daemon exited ({self.process.returncode}): {detail}")
-            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
-                probe.connect(str(self.socket))
-                return
-            group.sample()
-            time.sleep(0.05)
-        raise RuntimeError("the daemon did not listen within 60 s")
+    def _log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-2000:]
 
     def stop(self) -> dict[str, Any]:
         """SIGTERM; its CPU time (``wait4``), peak memory and bytes read from storage."""
@@ -790,10 +779,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat set
         "scenarios": results["scenarios"],
         "wall_seconds": round(time.monotonic() - started, 1),
     }
-    text = json.dumps(report, indent=2)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    write_report(report, args.json)
 
 
 if __name__ == "__main__":
