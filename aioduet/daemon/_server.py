@@ -195,7 +195,7 @@ class _Connection:
                     await self._read_until_done()
                 except ProtocolError as exc:
                     logger.info("client pid %d broke the protocol: %s", self.peer.pid, exc)
-                    code = "version" if "version" in str(exc) and not self.greeted else None
+                    code = "version" if isinstance(exc, _WrongVersion) else None
                     self.send(error_body(0, exc, code))
                     with anyio.move_on_after(1):
                         await self.flushed()
@@ -297,7 +297,7 @@ class _Connection:
             if op != "hello":
                 raise ProtocolError(f"the first request must be hello, not {op}")
             if request["version"] != VERSION:
-                raise ProtocolError(
+                raise _WrongVersion(
                     f"this daemon speaks protocol version {VERSION}, not {request['version']}"
                 )
             self.greeted = True
@@ -436,6 +436,10 @@ class _Connection:
 
 
 _NO_REPLY = object()
+
+
+class _WrongVersion(ProtocolError):
+    """A hello in another protocol version (answered with the code ``version``)."""
 
 
 def _directory_of(fd: int) -> tuple[str, os.stat_result]:
