@@ -26,13 +26,12 @@ __all__ = ["framework_for", "main_aioduetd", "run_daemon", "show_status"]
 logger = logging.getLogger("aioduet.daemon")
 
 
-def framework_options(args: argparse.Namespace) -> tuple[str | list[str], dict[str, Any]]:
+def framework_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The ``open_duet`` sources and keyword arguments a command's options ask for."""
     options: dict[str, Any] = {"interval": args.interval, "exclude": args.exclude}
     if args.budget is not None:
         options["budget"] = args.budget
-    sources = args.sources if args.sources in ("auto", "scan", "exact") else args.sources.split(",")
-    return sources, options
+    return args.sources, options
 
 
 async def run_daemon(args: argparse.Namespace) -> int:

@@ -540,7 +540,8 @@ def open_duet(
     Args:
         sources: ``"auto"`` (the exact set where it can run, else the unprivileged set, with
             the reason logged at INFO), ``"scan"`` (the unprivileged set), ``"exact"``
-            (kernel tracepoints: root, tracefs), or a list of source names.
+            (kernel tracepoints: root, tracefs), or a list of source names (or one
+            comma-separated string of them).
         max_tasks: the most tasks registered at once (Duet's default is 8; at most 64).
         interval: seconds between two rounds of the periodic residency scan.
         budget: kernel calls per interval the periodic residency scan may make (three per

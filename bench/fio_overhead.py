@@ -81,10 +81,9 @@ async def _worker(sources: str, scope: str) -> dict[str, Any]:
     import aioduet  # noqa: PLC0415
     from aioduet import Event  # noqa: PLC0415
 
-    names = sources if sources in ("auto", "scan", "exact") else sources.split(",")
     counts = {"items": 0, "pages": 0, "overflows": 0}
     mask = Event.ADDED | Event.REMOVED | Event.DIRTY | Event.FLUSHED
-    async with aioduet.open_duet(names) as duet:
+    async with aioduet.open_duet(sources) as duet:
         task = await duet.register("fio", mask, scope)
 
         async def consume() -> None:

@@ -86,9 +86,8 @@ async def measure(args: argparse.Namespace, root: Path, paths: list[Path]) -> di
     added: dict[aioduet.Uuid, float] = {}
     removed: dict[aioduet.Uuid, float] = {}
     arrived = anyio.Event()
-    sources = args.sources if args.sources in ("auto", "scan", "exact") else args.sources.split(",")
     async with aioduet.open_duet(
-        sources=sources, interval=args.interval, budget=args.budget
+        sources=args.sources, interval=args.interval, budget=args.budget
     ) as duet:
         task = await duet.register("idle", Event.EXISTS, root)
         started = time.monotonic()

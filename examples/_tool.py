@@ -460,12 +460,9 @@ def _framework(args: argparse.Namespace) -> tuple[Any, str]:
 
     if args.connect is not None:
         return aioduet.connect(args.connect or None), f"--connect {args.connect}".rstrip()
-    sources: str | list[str] = args.sources
-    if args.sources not in ("auto", "exact", "scan"):
-        sources = args.sources.split(",")
     option = f"--sources {args.sources}"
     try:
-        return aioduet.open_duet(sources), option
+        return aioduet.open_duet(args.sources), option
     except (ValueError, aioduet.AioduetError) as exc:
         raise Fatal(f"{option}: {exc}") from None
 

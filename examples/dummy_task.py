@@ -108,10 +108,10 @@ async def _ready(task: aioduet.Task, duration: float, scope: anyio.CancelScope) 
 
 async def amain(args: argparse.Namespace) -> int:
     mask = STATE_MASK if args.state else EVENT_MASK
-    sources: str | list[str] = args.sources
-    if args.sources not in ("auto", "exact", "scan"):
-        sources = args.sources.split(",")
-    async with aioduet.open_duet(sources) as duet, duet.register("dummy", mask, args.path) as task:
+    async with (
+        aioduet.open_duet(args.sources) as duet,
+        duet.register("dummy", mask, args.path) as task,
+    ):
         names = "|".join(event.name or "" for event in Event if event & mask)
         print(
             f"{PROG}: task {task.id} registered on {task.path} for {names}, sources "

@@ -13,6 +13,7 @@ from pagecache import make_tree, read_pages, write_clean
 import aioduet
 from aioduet import Event, _kernel
 from aioduet._framework import _changes_since, validate_mask
+from aioduet.sources import resolve_sources
 
 pytestmark = pytest.mark.anyio
 
@@ -259,3 +260,10 @@ def test_a_recheck_reports_only_what_differs_from_what_the_scan_reported(ext4_di
     assert removed == {1, 2, 3, 4} - now
     assert 0 in added and {3, 4} <= removed  # what the reads above made sure of
     assert all(k == key for k, *_ in changes)
+
+
+def test_source_names_may_come_in_one_comma_separated_string() -> None:
+    assert resolve_sources("residency, inotify") == ("inotify", "residency")
+    assert resolve_sources("residency") == ("residency",)
+    with pytest.raises(ValueError, match="unknown source 'magic'"):
+        resolve_sources("residency,magic")

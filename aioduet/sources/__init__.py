@@ -63,7 +63,8 @@ def auto_sources(exact_reason: str | None) -> tuple[str, ...]:
 
 
 def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """Turn ``open_duet(sources=...)`` into source names.
+    """Turn ``open_duet(sources=...)`` into source names: a set's name, a list of source
+    names, or those names in one comma-separated string (``"inotify,residency"``).
 
     ``"auto"`` is the exact set where it can run (root, tracefs, the page-cache events; as
     root this mounts tracefs when it is absent), else the unprivileged set; the reason for
@@ -93,7 +94,11 @@ def resolve_sources(spec: str | Sequence[str]) -> tuple[str, ...]:
                     code, f"the exact source set cannot run here: {reason}; use sources='scan'"
                 )
             return _EXACT
-        raise ValueError(f"unknown source set {spec!r}: use 'auto', 'scan', 'exact' or a list")
+        if "," not in spec and spec not in AVAILABLE:
+            raise ValueError(f"unknown source set {spec!r}: use 'auto', 'scan', 'exact' or a list")
+        spec = [
+            name.strip() for name in spec.split(",")
+        ]  # source names, as a command line has them
     names = tuple(spec)
     if not names:
         raise ValueError("sources is an empty list: name at least one source")
