@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import _kernel, _scan_run
+from . import _cli_record, _cli_top, _kernel, _scan_run
 from ._sockets import DEFAULT_SOCKET_MODE, default_socket_path
 from .errors import AioduetError, NotFound
 
@@ -467,6 +467,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_framework_options(daemon)
     _add_daemon_options(daemon)
     daemon.set_defaults(run=_in_loop(_daemon_command))
+
+    top = commands.add_parser(
+        "top",
+        help="live table of the most-cached and fastest-changing files of a directory",
+    )
+    _add_framework_options(top)
+    _add_connect_options(top)
+    _cli_top.configure(top)
+
+    record = commands.add_parser(
+        "record",
+        help="record the page-cache residency of a tree over time into a file",
+    )
+    _add_framework_options(record)
+    _add_connect_options(record)
+    _cli_record.configure_record(record)
+
+    report = commands.add_parser(
+        "report", help="heatmap, working-set size or per-file table of a recording"
+    )
+    _cli_record.configure_report(report)
 
     demo = commands.add_parser(
         "demo", help="read, write, flush and evict files in a fresh directory and show the items"
