@@ -32,6 +32,7 @@ if _TYPE_CHECKING:
     from .errors import DaemonUnavailable as DaemonUnavailable
     from .errors import NotFound as NotFound
     from .errors import ProtocolError as ProtocolError
+    from .errors import RecordError as RecordError
     from .errors import ResidencyUnknown as ResidencyUnknown
     from .errors import SourceUnavailable as SourceUnavailable
     from .errors import TooManyTasks as TooManyTasks
@@ -51,6 +52,7 @@ __all__ = [
     "Item",
     "NotFound",
     "ProtocolError",
+    "RecordError",
     "Registration",
     "ResidencyUnknown",
     "SourceStatus",
@@ -76,6 +78,7 @@ _WHERE = {
         "DaemonUnavailable",
         "NotFound",
         "ProtocolError",
+        "RecordError",
         "ResidencyUnknown",
         "SourceUnavailable",
         "TooManyTasks",

@@ -6,13 +6,320 @@ Imported when the parser is built: only light imports at the top (see ``_cli``).
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ._kernel import PAGE_SIZE
+
+if TYPE_CHECKING:
+    import anyio
+
+    from .views import FrameSummary, Recording
 
 __all__ = ["configure_record", "configure_report"]
+
+_PROGRESS_EVERY = 5.0  # seconds between two progress lines of `record`
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _directory(text: str) -> str:
+    path = os.path.abspath(text)
+    if not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an existing directory")
+    return path
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 def configure_record(parser: argparse.ArgumentParser) -> None:
     """Add record's own arguments (the framework and connect options are already there)."""
+    parser.description = (
+        "Record the page-cache residency of a tree over time: every --interval seconds, the"
+        " cached pages of each region of each file that changed, its dirty pages and the"
+        " pages its items moved, into a gzip-compressed JSON-lines file (format in"
+        " docs/commands/record.md). Stops after --duration seconds, or on Ctrl-C/SIGTERM;"
+        " either way the file is completed. --interval also paces the framework's periodic"
+        " residency scan (embedded)."
+    )
+    parser.add_argument("path", type=_directory, help="directory to record")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="recording to write")
+    parser.add_argument(
+        "--duration",
+        type=_positive,
+        default=None,
+        help="seconds to record (default: until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--regions",
+        type=_count,
+        default=32,
+        help="regions per file, its resolution in a heatmap (default 32)",
+    )
+    parser.set_defaults(run=_run_async(_record))
+
+
+def _run_async(
+    function: Callable[[argparse.Namespace], object],
+) -> Callable[[argparse.Namespace], int]:
+    from ._cli import _in_loop  # noqa: PLC0415 - _cli imports this module
+
+    return _in_loop(function)  # type: ignore[arg-type]
+
+
+async def _stop_on_signal(stop: anyio.Event) -> None:
+    import anyio  # noqa: PLC0415 - not at start-up (module docstring)
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            print("stopping: taking a last frame", file=sys.stderr)
+            stop.set()
+            return
+
+
+async def _record(args: argparse.Namespace) -> int:
+    import anyio  # noqa: PLC0415 - not at start-up (module docstring)
+
+    from ._cli_daemon import framework_for  # noqa: PLC0415 - same reason
+    from .views import record  # noqa: PLC0415 - same reason
+
+    last = [0.0]
+
+    def progress(frame: FrameSummary) -> None:
+        if frame.t - last[0] >= _PROGRESS_EVERY:
+            last[0] = frame.t
+            print(
+                f"  {frame.t:7.1f} s  frame {frame.index}:"
+                f" {_size(frame.cached * PAGE_SIZE)} cached, {frame.items} items",
+                file=sys.stderr,
+            )
+
+    async with framework_for(args) as duet:
+        print(
+            f"recording {args.path} into {args.output} every {args.interval:g} s"
+            + (f" for {args.duration:g} s" if args.duration else " (Ctrl-C to stop)"),
+            file=sys.stderr,
+        )
+        stop = anyio.Event()
+        async with anyio.create_task_group() as group:
+            group.start_soon(_stop_on_signal, stop)
+            summary = await record(
+                duet,
+                args.path,
+                args.output,
+                duration=args.duration,
+                interval=args.interval,
+                regions_per_file=args.regions,
+                on_frame=progress,
+                stop=stop,
+            )
+            group.cancel_scope.cancel()
+    size = os.stat(args.output).st_size
+    print(
+        f"recorded {summary.frames} frames of {summary.files} files over"
+        f" {summary.duration:.1f} s ({summary.items} items) into {args.output} ({_size(size)})",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def configure_report(parser: argparse.ArgumentParser) -> None:
-    """Add report's subcommands."""
+    """Add report's subcommands: heatmap, wss, files."""
+    parser.description = (
+        "Read a recording made by `aioduet record`. Exit status 2 if the file is missing,"
+        " truncated, foreign or malformed (a one-line error says which)."
+    )
+    reports = parser.add_subparsers(dest="report", required=True, metavar="REPORT")
+
+    heatmap = reports.add_parser(
+        "heatmap",
+        help="time x file space x cached fraction, as text or an image",
+        description=(
+            "Time x file space x cached fraction: the files lie end to end in path order."
+            " Without -o the map is printed as text (time down, file space across); with -o"
+            " it is drawn into an image (time across, file space up, as DAMON's heatmaps)."
+        ),
+    )
+    heatmap.add_argument("file", metavar="FILE", help="the recording")
+    heatmap.add_argument("-o", "--output", default=None, help="image to write (.png, .svg, ...)")
+    heatmap.add_argument(
+        "--rows",
+        type=_count,
+        default=None,
+        help="time rows (default: one per frame, at most 40 as text, 400 as an image)",
+    )
+    heatmap.add_argument(
+        "--columns",
+        type=_count,
+        default=None,
+        help="file-space columns (default: the terminal's width as text, 400 as an image)",
+    )
+    heatmap.set_defaults(run=_report(_heatmap))
+
+    wss = reports.add_parser(
+        "wss",
+        help="cached bytes of the tree over time, and their distribution",
+        description=(
+            "The working-set size: the recorded tree's cached bytes at each frame, and their"
+            " percentiles over the frames (as damo report wss)."
+        ),
+    )
+    wss.add_argument("file", metavar="FILE", help="the recording")
+    wss.add_argument("--json", action="store_true", help="one JSON object: samples, percentiles")
+    wss.add_argument(
+        "--samples", type=_count, default=20, help="time samples to print as text (default 20)"
+    )
+    wss.set_defaults(run=_report(_wss))
+
+    files = reports.add_parser(
+        "files",
+        help="each file: size, cached at the end, at most and on average, pages moved",
+    )
+    files.add_argument("file", metavar="FILE", help="the recording")
+    files.add_argument("--json", action="store_true", help="one JSON object per file, per line")
+    files.add_argument(
+        "--sort",
+        choices=("path", "cached", "peak", "mean", "added", "removed"),
+        default="path",
+        help="order of the rows (default path; the others largest first)",
+    )
+    files.set_defaults(run=_report(_files))
+
+
+def _report(
+    function: Callable[[argparse.Namespace, Recording], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Read the recording first: a bad file is a usage error (exit status 2), in one line."""
+
+    def run(args: argparse.Namespace) -> int:
+        from .errors import RecordError  # noqa: PLC0415 - not at start-up (module docstring)
+        from .views import read_recording  # noqa: PLC0415 - same reason
+
+        try:
+            recording = read_recording(args.file)
+        except RecordError as exc:
+            print(f"aioduet: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"aioduet: error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 2
+        return function(args, recording)
+
+    return run
+
+
+def _heatmap(args: argparse.Namespace, recording: Recording) -> int:
+    from .views import heatmap, heatmap_text, save_heatmap  # noqa: PLC0415 - not at start-up
+
+    if not recording.frames:
+        print(f"aioduet: error: {args.file}: the recording has no frames", file=sys.stderr)
+        return 2
+    if args.output is None:
+        width = shutil.get_terminal_size((80, 24)).columns
+        columns = args.columns or max(10, width - 14)
+        rows = args.rows or 40
+    else:
+        columns = args.columns or 400
+        rows = args.rows or 400
+    try:
+        result = heatmap(recording, rows=rows, columns=columns)
+    except ValueError as exc:
+        print(f"aioduet: error: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    if args.output is None:
+        print(heatmap_text(result))
+    else:
+        save_heatmap(result, args.output, title=f"page-cache residency of {recording.header.root}")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _wss(args: argparse.Namespace, recording: Recording) -> int:
+    from .views import working_set  # noqa: PLC0415 - not at start-up (module docstring)
+    from .views._reports import PERCENTILES  # noqa: PLC0415 - same reason
+
+    wss = working_set(recording)
+    if args.json:
+        print(json.dumps(wss.as_json()))
+        return 0
+    if not wss.cached:
+        print("the recording has no frames")
+        return 0
+    print("percentile  cached")
+    for p in PERCENTILES:
+        print(f"{p:>10}  {_size(wss.percentile(p))}")
+    print("\n  time (s)  cached")
+    step = max(1, -(-len(wss.times) // args.samples))
+    shown = list(range(0, len(wss.times), step))
+    if shown[-1] != len(wss.times) - 1:
+        shown.append(len(wss.times) - 1)
+    for i in shown:
+        print(f"{wss.times[i]:10.2f}  {_size(wss.cached[i])}")
+    return 0
+
+
+def _files(args: argparse.Namespace, recording: Recording) -> int:
+    from rich.console import Console  # noqa: PLC0415 - not at start-up (module docstring)
+    from rich.table import Table  # noqa: PLC0415 - same reason
+
+    from .views import file_reports  # noqa: PLC0415 - same reason
+
+    reports = file_reports(recording)
+    if args.sort != "path":
+        key = args.sort
+        reports.sort(
+            key=lambda r: (
+                getattr(r.activity, key) if key in ("added", "removed") else getattr(r, key)
+            ),
+            reverse=True,
+        )
+    page = recording.header.page_size
+    if args.json:
+        for report in reports:
+            print(json.dumps(report.as_json(page)))
+        return 0
+    table = Table(title=f"{recording.header.root}: {len(recording.frames)} frames")
+    for name in ("path", "size", "cached", "peak", "mean", "dirty", "added", "removed"):
+        table.add_column(name, justify="left" if name == "path" else "right")
+    for r in reports:
+        table.add_row(
+            r.path,
+            _size(r.pages * page),
+            _size(r.cached * page),
+            _size(r.peak * page),
+            _size(r.mean * page),
+            _size(r.dirty * page),
+            str(r.activity.added),
+            str(r.activity.removed),
+        )
+    Console(soft_wrap=False).print(table)
+    return 0

@@ -10,7 +10,8 @@ catch the builtin keep working::
     ├── ResidencyUnknown    (OSError)          the kernel refused to say what of a file is cached
     ├── DaemonUnavailable   (ConnectionError)  connect(): no daemon answers on the socket
     ├── DaemonLost          (ConnectionError)  the daemon's connection broke under a client
-    └── ProtocolError       (ValueError)       a frame broke the daemon protocol (docs/protocol.md)
+    ├── ProtocolError       (ValueError)       a frame broke the daemon protocol (docs/protocol.md)
+    └── RecordError         (ValueError)       a recording file is truncated, foreign or malformed
 
 Closed and exhausted streams use anyio's own exceptions: :class:`anyio.ClosedResourceError`
 (the task was closed by its owner), :class:`anyio.EndOfStream` (the framework closed under
@@ -25,6 +26,7 @@ __all__ = [
     "DaemonUnavailable",
     "NotFound",
     "ProtocolError",
+    "RecordError",
     "ResidencyUnknown",
     "SourceUnavailable",
     "TooManyTasks",
@@ -68,3 +70,11 @@ class DaemonLost(AioduetError, ConnectionError):
 
 class ProtocolError(AioduetError, ValueError):
     """A frame broke the daemon protocol: the daemon answers it with an error and hangs up."""
+
+
+class RecordError(AioduetError, ValueError):
+    """A recording (``aioduet record``) cannot be read: truncated, foreign or malformed.
+
+    The message is one line naming the file and the problem (docs/commands/record.md
+    describes the format).
+    """
