@@ -53,3 +53,12 @@ __all__ = [
     "save_heatmap",
     "working_set",
 ]
+
+# top: the model and rendering of `aioduet top`
+from ._top import TopModel as TopModel
+from ._top import TopRow as TopRow
+from ._top import TopSnapshot as TopSnapshot
+from ._top import TopTotals as TopTotals
+from ._top import render as render_top
+
+__all__ += ["TopModel", "TopRow", "TopSnapshot", "TopTotals", "render_top"]
