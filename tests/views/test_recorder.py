@@ -84,9 +84,7 @@ async def test_a_scripted_workload_is_what_the_heatmap_shows(
     stop = anyio.Event()
     async with frameworks.open(interval=0.1) as duet, anyio.create_task_group() as group:
         group.start_soon(
-            lambda: record(
-                duet, a.parent, out, interval=0.1, on_frame=watcher.on_frame, stop=stop
-            )
+            lambda: record(duet, a.parent, out, interval=0.1, on_frame=watcher.on_frame, stop=stop)
         )
         await watcher.until(lambda state: True)
         assert read_pages(a, 0, PAGES // 2) == PAGES // 2

@@ -1,0 +1,133 @@
+"""Heatmaps and reports of synthetic recordings: cells, rows, text, wss and per-file sums."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aioduet.views import (
+    Activity,
+    FileSample,
+    Frame,
+    Header,
+    RecordedFile,
+    Recording,
+    file_reports,
+    heatmap,
+    heatmap_text,
+    working_set,
+)
+
+HEADER = Header(root="/r", page_size=4096, interval=1.0, started=0.0, regions_per_file=4)
+# b.bin sorts after a.bin although its id is lower: the axis is in path order.
+FILES = {
+    0: RecordedFile(0, "b.bin", pages=8, region_pages=2),
+    1: RecordedFile(1, "a.bin", pages=4, region_pages=1),
+}
+
+
+def sample(file: int, regions: tuple[int, ...], dirty: int = 0, **moved: int) -> FileSample:
+    return FileSample(file, FILES[file].region_pages, regions, dirty, Activity(**moved))
+
+
+def recording(*frames: tuple[FileSample, ...]) -> Recording:
+    return Recording(
+        header=HEADER,
+        files=FILES,
+        frames=tuple(Frame(i, float(i + 1), s) for i, s in enumerate(frames)),
+        scanned=None,
+        duration=float(len(frames)),
+    )
+
+
+RUN = recording(
+    (sample(1, (1, 1, 0, 0), added=2),),  # a.bin's first half
+    (sample(0, (2, 2, 2, 2), added=8),),  # all of b.bin too
+    (sample(1, (0, 0, 0, 0), removed=2), sample(0, (0, 0, 0, 1), removed=7, dirty=1)),
+)
+
+
+def test_one_column_per_page_gives_each_page() -> None:
+    cells = heatmap(RUN, columns=12)
+    assert [f.path for f in cells.files] == ["a.bin", "b.bin"]
+    assert cells.values[0] == (1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    assert cells.values[1] == (1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+    # b.bin's last region holds one cached page of two: spread evenly over them.
+    assert cells.values[2] == pytest.approx((0,) * 10 + (0.5, 0.5))
+    assert cells.ends == (1.0, 2.0, 3.0)
+    assert cells.column("b.bin", 0) == 4
+    assert cells.row(2.5) == 2
+
+
+def test_wide_columns_average_their_pages() -> None:
+    cells = heatmap(RUN, columns=3)  # 4 pages per column: a.bin, b.bin's halves
+    assert cells.values[0] == pytest.approx((0.5, 0.0, 0.0))
+    assert cells.values[1] == pytest.approx((0.5, 1.0, 1.0))
+    assert cells.values[2] == pytest.approx((0.0, 0.0, 0.25))
+
+
+def test_columns_that_cut_regions_share_them_by_overlap() -> None:
+    cells = heatmap(RUN, columns=5)  # 2.4 pages per column
+    # [0, 2.4): pages 0-1 cached, 0.4 of page 2 not; [2.4, 4.8): 0.8 of b.bin's page 0.
+    assert cells.values[1] == pytest.approx((2 / 2.4, 0.8 / 2.4, 1.0, 1.0, 1.0))
+
+
+def test_rows_average_their_frames() -> None:
+    cells = heatmap(RUN, rows=1, columns=3)
+    assert cells.values[0] == pytest.approx(((0.5 + 0.5) / 3, 1 / 3, (1 + 0.25) / 3))
+    assert cells.ends == (3.0,)
+
+
+def test_text_shades_from_nothing_to_all() -> None:
+    text = heatmap_text(heatmap(RUN, columns=12))
+    rows = [line for line in text.splitlines() if line.strip()[:1].isdigit()]
+    assert [row.split("|")[1] for row in rows] == ["@@          ", "@@  @@@@@@@@", "          ++"]
+    assert "columns 0-3: a.bin" in text
+    assert "columns 4-11: b.bin" in text
+
+
+def test_a_recording_without_frames_or_pages_has_no_heatmap() -> None:
+    with pytest.raises(ValueError, match="no frames"):
+        heatmap(recording())
+    empty = Recording(HEADER, {}, (Frame(0, 1.0, ()),), None, 1.0)
+    with pytest.raises(ValueError, match="no pages"):
+        heatmap(empty)
+    with pytest.raises(ValueError, match="at least 1"):
+        heatmap(RUN, columns=0)
+
+
+def test_wss_sums_the_files_at_each_frame() -> None:
+    wss = working_set(RUN)
+    assert wss.times == (1.0, 2.0, 3.0)
+    assert wss.cached == (2 * 4096, 10 * 4096, 1 * 4096)
+    assert wss.percentile(0) == 4096
+    assert wss.percentile(50) == 2 * 4096
+    assert wss.percentile(100) == 10 * 4096
+    assert wss.as_json()["percentiles"] == {
+        "0": 4096,
+        "10": 4096,
+        "25": 4096,
+        "50": 8192,
+        "75": 40960,
+        "90": 40960,
+        "100": 40960,
+    }
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        wss.percentile(101)
+
+
+def test_files_sum_each_file_up() -> None:
+    a, b = file_reports(RUN)
+    assert (a.path, a.pages, a.cached, a.peak, a.dirty) == ("a.bin", 4, 0, 2, 0)
+    assert a.mean == pytest.approx((2 + 2 + 0) / 3)
+    assert a.activity == Activity(added=2, removed=2)
+    assert (b.path, b.cached, b.peak, b.dirty) == ("b.bin", 1, 8, 1)
+    assert b.mean == pytest.approx((0 + 8 + 1) / 3)
+    assert b.as_json(4096)["cached_bytes"] == 4096
+
+
+def test_nothing_is_read_from_disk(tmp_path: Path) -> None:
+    # The views work on Recording values: a notebook can build or filter them in memory.
+    assert heatmap(RUN).pages == 12
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,52 @@
+"""The residency view: state-based items applied in order give cached and dirty pages."""
+
+from __future__ import annotations
+
+from aioduet import Event, Item, Uuid
+from aioduet.views import Activity, ResidencyView
+
+U = Uuid(1, 10, 0)
+
+
+def test_added_and_removed_pages_are_tracked() -> None:
+    view = ResidencyView()
+    view.apply(Item(U, 0, 8, Event.ADDED))
+    view.apply(Item(U, 2, 2, Event.REMOVED))
+    state = view.files[(1, 10)]
+    assert state.cached == 6
+    assert state.cached_in(0, 4) == 2
+    assert state.activity == Activity(added=8, removed=2)
+    assert view.cached == 6
+
+
+def test_dirty_pages_are_cached_until_flushed_or_removed() -> None:
+    view = ResidencyView()
+    view.apply(Item(U, 4, 4, Event.ADDED | Event.DIRTY))
+    view.apply(Item(U, 4, 1, Event.FLUSHED))
+    view.apply(Item(U, 7, 1, Event.REMOVED))
+    state = view.files[(1, 10)]
+    assert (state.cached, state.dirty) == (3, 2)
+    assert state.activity == Activity(added=4, removed=1, dirtied=4, flushed=1)
+    assert view.dirty == 2
+
+
+def test_repeated_items_count_pages_that_changed_only() -> None:
+    view = ResidencyView()
+    view.apply(Item(U, 0, 4, Event.ADDED))
+    view.apply(Item(U, 2, 4, Event.ADDED))
+    view.apply(Item(U, 10, 4, Event.REMOVED))  # beyond what is known: nothing to remove
+    assert view.files[(1, 10)].activity == Activity(added=6)
+
+
+def test_an_overflow_changes_no_file() -> None:
+    view = ResidencyView()
+    assert view.apply(Item(Uuid(1, 2, 0), 0, 0, Event.OVERFLOW)) is None
+    assert (view.overflows, view.items, view.files) == (1, 1, {})
+
+
+def test_a_reused_inode_starts_afresh() -> None:
+    view = ResidencyView()
+    view.apply(Item(U, 0, 4, Event.ADDED))
+    changed = view.apply_all([Item(Uuid(1, 10, 7), 0, 1, Event.ADDED)])
+    assert changed == {(1, 10)}
+    assert view.files[(1, 10)].cached == 1
