@@ -1,4 +1,5 @@
-"""Every ```python block in docs/*.md and README.md runs, as a program of its own.
+"""Every ```python block in docs/*.md, docs/commands/*.md and README.md runs, as a program of
+its own.
 
 Each block is written to a file and run with the interpreter running the tests, in a fresh
 working directory, with warnings as errors; a block fails the test by exiting non-zero (an
@@ -25,8 +26,9 @@ _OPEN = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\
 
 
 def doc_files() -> list[Path]:
-    """The documents whose examples must run: docs/*.md, and README.md if there is one."""
-    files = sorted((ROOT / "docs").glob("*.md"))
+    """The documents whose examples must run: docs/*.md, docs/commands/*.md (the command
+    pages), and README.md if there is one."""
+    files = sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "docs" / "commands").glob("*.md"))
     readme = ROOT / "README.md"
     if readme.is_file():
         files.append(readme)
@@ -95,6 +97,7 @@ def test_example_runs(document: str, number: int, code: str, tmp_path: Path) -> 
 def test_documents_have_examples() -> None:
     documents = {path.relative_to(ROOT).as_posix() for path in doc_files()}
     assert {"docs/index.md", "docs/concepts.md", "docs/api.md"} <= documents
+    assert {"docs/commands/index.md", "docs/commands/watch.md"} <= documents
     for name in ("docs/index.md", "docs/concepts.md", "docs/api.md"):
         assert python_blocks((ROOT / name).read_text(encoding="utf-8")), name
 
