@@ -13,19 +13,25 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import _cli_record, _cli_top, _kernel, _scan_run
+from ._cli_common import (
+    at_least_one,
+    existing_directory,
+    existing_path,
+    in_loop,
+    int_at_least,
+    positive,
+    until_signal,
+)
 from ._sockets import DEFAULT_SOCKET_MODE, default_socket_path
 from .errors import AioduetError, NotFound
 
 if TYPE_CHECKING:
-    import anyio
-
     from ._doctor import Check
     from ._model import Event, Item
     from .abc import Task
@@ -113,15 +119,6 @@ async def _report_scan(task: Task) -> None:
         print(f"initial scan of {task.path} done in {elapsed:.1f} s", file=sys.stderr)
 
 
-async def _until_signal(scope: anyio.CancelScope) -> None:
-    import anyio  # noqa: PLC0415 - not at start-up (module docstring)
-
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
-
-
 async def _watch(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415 - not at start-up (module docstring)
 
@@ -132,7 +129,7 @@ async def _watch(args: argparse.Namespace) -> int:
         mask = "|".join(state_names(args.mask))
         print(f"watching {task.path} for {mask} (Ctrl-C to stop)", file=sys.stderr)
         async with anyio.create_task_group() as group:
-            group.start_soon(_until_signal, group.cancel_scope)
+            group.start_soon(until_signal, group.cancel_scope)
             group.start_soon(_report_scan, task)
             if args.duration is not None:
                 group.cancel_scope.deadline = anyio.current_time() + args.duration
@@ -287,52 +284,14 @@ def doctor_table(checks: Sequence[Check]) -> str:
     return "\n".join(lines)
 
 
-def _existing_path(text: str) -> str:
-    try:
-        os.stat(text)
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"cannot scan {text!r}: {exc.strerror}") from None
-    return text
-
-
-def _existing_directory(text: str) -> str:
-    path = os.path.abspath(text)
-    if not os.path.isdir(path):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an existing directory")
-    return path
-
-
-def _int_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``minimum`` (``why``: said when it is not)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}{why}, not {value}")
-        return value
-
-    return parse
-
-
-_budget = _int_at_least(4, " (one file check)")
-_at_least_one = _int_at_least(1)
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
+_budget = int_at_least(4, " (one file check)")
 
 
 def _add_framework_options(parser: argparse.ArgumentParser) -> None:
     """The options of the framework a command runs (embedded, or the daemon's own)."""
     parser.add_argument(
         "--interval",
-        type=_positive,
+        type=positive,
         default=1.0,
         help="seconds between two rounds of the periodic residency scan (default 1)",
     )
@@ -403,19 +362,19 @@ def _add_daemon_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-tasks",
-        type=_at_least_one,
+        type=at_least_one,
         default=64,
         help="tasks registered at once, all clients together (default 64, the most)",
     )
     parser.add_argument(
         "--tasks-per-uid",
-        type=_at_least_one,
+        type=at_least_one,
         default=8,
         help="tasks the clients of one user other than root may hold (default 8)",
     )
     parser.add_argument(
         "--max-clients",
-        type=_at_least_one,
+        type=at_least_one,
         default=256,
         help="connections at once (default 256)",
     )
@@ -428,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     watch = commands.add_parser("watch", help="stream the page-cache items of a directory")
-    watch.add_argument("path", type=_existing_directory, help="directory to watch")
+    watch.add_argument("path", type=existing_directory, help="directory to watch")
     watch.add_argument(
         "--mask",
         type=parse_mask,
@@ -439,12 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_framework_options(watch)
     watch.add_argument(
         "--duration",
-        type=_positive,
+        type=positive,
         default=None,
         help="stop after this many seconds (default: until Ctrl-C)",
     )
     _add_connect_options(watch)
-    watch.set_defaults(run=_in_loop(_watch))
+    watch.set_defaults(run=in_loop(_watch))
 
     status = commands.add_parser(
         "status",
@@ -453,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="one JSON object")
     _add_connect_options(status)
     _add_framework_options(status)
-    status.set_defaults(run=_in_loop(_status_command))
+    status.set_defaults(run=in_loop(_status_command))
 
     daemon = commands.add_parser(
         "daemon",
@@ -466,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_framework_options(daemon)
     _add_daemon_options(daemon)
-    daemon.set_defaults(run=_in_loop(_daemon_command))
+    daemon.set_defaults(run=in_loop(_daemon_command))
 
     top = commands.add_parser(
         "top",
@@ -495,12 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "directory",
         nargs="?",
-        type=_existing_directory,
+        type=existing_directory,
         default=None,
         help="where to make the demo directory (default: the temp directory)",
     )
     demo.add_argument("--json", action="store_true", help="one JSON object per item")
-    demo.set_defaults(run=_in_loop(_demo))
+    demo.set_defaults(run=in_loop(_demo))
 
     scan = commands.add_parser(
         "scan",
@@ -516,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     scan.add_argument(
-        "paths", nargs="+", type=_existing_path, metavar="PATH", help="files and directories"
+        "paths", nargs="+", type=existing_path, metavar="PATH", help="files and directories"
     )
     scan.add_argument("-R", "--recursive", action="store_true", help="walk directories recursively")
     scan.add_argument("--json", action="store_true", help="one JSON object per file")
@@ -546,26 +505,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _in_loop(
-    function: Callable[[argparse.Namespace], Awaitable[int]],
-) -> Callable[[argparse.Namespace], int]:
-    """Run an async command in an event loop (uvloop where installed)."""
-
-    def run(args: argparse.Namespace) -> int:
-        import anyio  # noqa: PLC0415 - not at start-up (module docstring)
-
-        options: dict[str, Any] = {}
-        try:
-            import uvloop  # noqa: F401, PLC0415 - only probing whether it is installed
-        except ImportError:
-            pass
-        else:
-            options["use_uvloop"] = True
-        return anyio.run(function, args, backend_options=options)
-
-    return run
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aioduet`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -576,4 +515,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AioduetError, OSError, ValueError) as exc:
         print(f"aioduet: error: {exc}", file=sys.stderr)
         return 1
+    except ExceptionGroup as group:  # a command's task group: one error is still one line
+        leaf = _only_error(group)
+        if not isinstance(leaf, AioduetError | OSError | ValueError):
+            raise
+        print(f"aioduet: error: {leaf}", file=sys.stderr)
+        return 1
     return result
+
+
+def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested groups of one, else the group itself."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

@@ -15,50 +15,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._kernel import PAGE_SIZE
+from ._units import format_size
 
 if TYPE_CHECKING:
     import anyio
 
     from .views import FrameSummary, Recording
 
+from ._cli_common import at_least_one, existing_directory, in_loop, positive, writable_file
+
 __all__ = ["configure_record", "configure_report"]
 
 _PROGRESS_EVERY = 5.0  # seconds between two progress lines of `record`
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _directory(text: str) -> str:
-    path = os.path.abspath(text)
-    if not os.path.isdir(path):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an existing directory")
-    return path
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def configure_record(parser: argparse.ArgumentParser) -> None:
@@ -71,29 +39,34 @@ def configure_record(parser: argparse.ArgumentParser) -> None:
         " either way the file is completed. --interval also paces the framework's periodic"
         " residency scan (embedded)."
     )
-    parser.add_argument("path", type=_directory, help="directory to record")
-    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="recording to write")
+    parser.add_argument("path", type=existing_directory, help="directory to record")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=writable_file,
+        metavar="FILE",
+        help="recording to write",
+    )
     parser.add_argument(
         "--duration",
-        type=_positive,
+        type=positive,
         default=None,
         help="seconds to record (default: until Ctrl-C)",
     )
     parser.add_argument(
         "--regions",
-        type=_count,
+        type=at_least_one,
         default=32,
         help="regions per file, its resolution in a heatmap (default 32)",
     )
-    parser.set_defaults(run=_run_async(_record))
-
-
-def _run_async(
-    function: Callable[[argparse.Namespace], object],
-) -> Callable[[argparse.Namespace], int]:
-    from ._cli import _in_loop  # noqa: PLC0415 - _cli imports this module
-
-    return _in_loop(function)  # type: ignore[arg-type]
+    for action in parser._actions:  # the framework's option, with what it means here
+        if "--interval" in action.option_strings:
+            action.help = (
+                "seconds between two frames (default 1); embedded, also between two rounds"
+                " of the periodic residency scan"
+            )
+    parser.set_defaults(run=in_loop(_record))
 
 
 async def _stop_on_signal(stop: anyio.Event) -> None:
@@ -112,14 +85,14 @@ async def _record(args: argparse.Namespace) -> int:
     from ._cli_daemon import framework_for  # noqa: PLC0415 - same reason
     from .views import record  # noqa: PLC0415 - same reason
 
-    last = [0.0]
+    last = [-_PROGRESS_EVERY]  # the first frame is reported at once
 
     def progress(frame: FrameSummary) -> None:
         if frame.t - last[0] >= _PROGRESS_EVERY:
             last[0] = frame.t
             print(
                 f"  {frame.t:7.1f} s  frame {frame.index}:"
-                f" {_size(frame.cached * PAGE_SIZE)} cached, {frame.items} items",
+                f" {format_size(frame.cached * PAGE_SIZE)} cached, {frame.items} items",
                 file=sys.stderr,
             )
 
@@ -146,7 +119,8 @@ async def _record(args: argparse.Namespace) -> int:
     size = os.stat(args.output).st_size
     print(
         f"recorded {summary.frames} frames of {summary.files} files over"
-        f" {summary.duration:.1f} s ({summary.items} items) into {args.output} ({_size(size)})",
+        f" {summary.duration:.1f} s ({summary.items} items) into {args.output}"
+        f" ({format_size(size)})",
         file=sys.stderr,
     )
     return 0
@@ -173,13 +147,13 @@ def configure_report(parser: argparse.ArgumentParser) -> None:
     heatmap.add_argument("-o", "--output", default=None, help="image to write (.png, .svg, ...)")
     heatmap.add_argument(
         "--rows",
-        type=_count,
+        type=at_least_one,
         default=None,
         help="time rows (default: one per frame, at most 40 as text, 400 as an image)",
     )
     heatmap.add_argument(
         "--columns",
-        type=_count,
+        type=at_least_one,
         default=None,
         help="file-space columns (default: the terminal's width as text, 400 as an image)",
     )
@@ -196,13 +170,21 @@ def configure_report(parser: argparse.ArgumentParser) -> None:
     wss.add_argument("file", metavar="FILE", help="the recording")
     wss.add_argument("--json", action="store_true", help="one JSON object: samples, percentiles")
     wss.add_argument(
-        "--samples", type=_count, default=20, help="time samples to print as text (default 20)"
+        "--samples",
+        type=at_least_one,
+        default=20,
+        help="time samples to print as text (default 20)",
     )
     wss.set_defaults(run=_report(_wss))
 
     files = reports.add_parser(
         "files",
         help="each file: size, cached at the end, at most and on average, pages moved",
+        description=(
+            "A row per recorded file: its size; its cached pages at the last frame, at most"
+            " and on average over the frames; its dirty pages at the end; and the pages its"
+            " items added and removed over the recording."
+        ),
     )
     files.add_argument("file", metavar="FILE", help="the recording")
     files.add_argument("--json", action="store_true", help="one JSON object per file, per line")
@@ -276,14 +258,14 @@ def _wss(args: argparse.Namespace, recording: Recording) -> int:
         return 0
     print("percentile  cached")
     for p in PERCENTILES:
-        print(f"{p:>10}  {_size(wss.percentile(p))}")
+        print(f"{p:>10}  {format_size(wss.percentile(p))}")
     print("\n  time (s)  cached")
     step = max(1, -(-len(wss.times) // args.samples))
     shown = list(range(0, len(wss.times), step))
     if shown[-1] != len(wss.times) - 1:
         shown.append(len(wss.times) - 1)
     for i in shown:
-        print(f"{wss.times[i]:10.2f}  {_size(wss.cached[i])}")
+        print(f"{wss.times[i]:10.2f}  {format_size(wss.cached[i])}")
     return 0
 
 
@@ -308,18 +290,23 @@ def _files(args: argparse.Namespace, recording: Recording) -> int:
             print(json.dumps(report.as_json(page)))
         return 0
     table = Table(title=f"{recording.header.root}: {len(recording.frames)} frames")
-    for name in ("path", "size", "cached", "peak", "mean", "dirty", "added", "removed"):
-        table.add_column(name, justify="left" if name == "path" else "right")
+    table.add_column("path", overflow="fold")  # whole paths, folded if they must be
+    for name in ("size", "cached", "peak", "mean", "dirty", "added", "removed"):
+        table.add_column(name, justify="right", no_wrap=True)
     for r in reports:
         table.add_row(
             r.path,
-            _size(r.pages * page),
-            _size(r.cached * page),
-            _size(r.peak * page),
-            _size(r.mean * page),
-            _size(r.dirty * page),
+            format_size(r.pages * page),
+            format_size(r.cached * page),
+            format_size(r.peak * page),
+            format_size(r.mean * page),
+            format_size(r.dirty * page),
             str(r.activity.added),
             str(r.activity.removed),
         )
-    Console(soft_wrap=False).print(table)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: whole paths, however wide the table
+        longest = max((len(r.path) for r in reports), default=4)
+        console = Console(width=max(console.width, longest + 90))
+    console.print(table)
     return 0

@@ -24,39 +24,12 @@ if TYPE_CHECKING:
     from .abc import Task
     from .views._top import TopModel, TopSnapshot
 
+from ._cli_common import at_least_one, existing_directory, in_loop, positive, until_signal
+
 __all__ = ["configure"]
 
 #: Items taken per poll while draining the registration scan's items.
 _DRAIN = 4096
-
-
-def _directory(text: str) -> str:
-    path = os.path.abspath(text)
-    if not os.path.exists(path):
-        raise argparse.ArgumentTypeError(f"no such directory: {text!r}")
-    if not os.path.isdir(path):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
-    return path
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -71,20 +44,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "path",
         nargs="?",
-        type=_directory,
+        type=existing_directory,
         default=".",
         metavar="PATH",
         help="directory to watch (default: the current directory)",
     )
     parser.add_argument(
         "--refresh",
-        type=_positive,
+        type=positive,
         default=1.0,
         metavar="SECONDS",
         help="seconds between two refreshes (default 1); rates are over the last three",
     )
     parser.add_argument(
-        "--rows", type=_at_least_one, default=10, help="rows of each table (default 10)"
+        "--rows", type=at_least_one, default=10, help="rows of each table (default 10)"
     )
     count = parser.add_mutually_exclusive_group()
     count.add_argument(
@@ -96,7 +69,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     count.add_argument(
         "--iterations",
-        type=_at_least_one,
+        type=at_least_one,
         default=None,
         metavar="N",
         help="print N snapshots, --refresh seconds apart, and exit",
@@ -105,16 +78,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ._cli import _in_loop  # noqa: PLC0415 - _cli imports this module
-
-    return _in_loop(_top)(args)
+    return in_loop(_top)(args)
 
 
 async def _top(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415 - not at start-up (module docstring)
     from rich.console import Console  # noqa: PLC0415 - same reason
 
-    from ._cli import _until_signal  # noqa: PLC0415 - _cli imports this module
     from ._cli_daemon import framework_for  # noqa: PLC0415 - not at start-up
     from ._model import Event  # noqa: PLC0415 - same reason
     from .views._top import TopModel  # noqa: PLC0415 - same reason
@@ -125,7 +95,7 @@ async def _top(args: argparse.Namespace) -> int:
         task = await duet.register("top", Event.EXISTS | Event.MODIFIED, args.path)
         model = TopModel(task.path, rows=args.rows, window=3 * args.refresh)
         async with anyio.create_task_group() as group:
-            group.start_soon(_until_signal, group.cancel_scope)
+            group.start_soon(until_signal, group.cancel_scope)
             if live:
                 await _live(task, model, args.refresh, console, group.cancel_scope)
             else:

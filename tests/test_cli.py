@@ -53,7 +53,7 @@ def test_demo_shows_every_kind_of_item(ext4_dir: Path) -> None:
 def test_bad_arguments_give_one_clear_line_and_exit_2(ext4_dir: Path) -> None:
     missing = run_cli("watch", str(ext4_dir / "missing"))
     assert missing.returncode == 2
-    assert "is not an existing directory" in missing.stderr.splitlines()[-1]
+    assert "no such directory" in missing.stderr.splitlines()[-1]
     mixed = run_cli("watch", str(ext4_dir), "--mask", "modified,dirty")
     assert mixed.returncode == 2
     assert "MODIFIED already covers" in mixed.stderr.splitlines()[-1]

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pagecache import read_pages, write_clean
+from pagecache import cached, read_pages, write_clean
 
 from aioduet import _kernel
 from aioduet._cli import build_parser
-from aioduet.views._top import format_size
+from aioduet._units import format_size
 
 pytestmark = pytest.mark.kernel
 
@@ -47,8 +47,13 @@ def test_options_and_defaults(ext4_dir: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_once_prints_the_file_just_read_at_the_top(ext4_dir: Path) -> None:
     write_clean(ext4_dir / "cold", 32)
     data = write_clean(ext4_dir / "hot", 24)
-    assert read_pages(data) == 24  # cached before top starts: its registration scan sees it
-    result = aioduet("top", str(ext4_dir), "--once", "--embedded", "--interval", "0.1")
+    # The kernel's DAMON reclaim may evict pages of "hot" while top starts: then the picture
+    # is of another state than the one asserted, and the run is repeated (three at most).
+    for _ in range(3):
+        assert read_pages(data) == 24  # cached before top starts: its registration scan sees it
+        result = aioduet("top", str(ext4_dir), "--once", "--embedded", "--interval", "0.1")
+        if cached(data) == 24:
+            break
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     title = lines.index(next(line for line in lines if line.strip() == "most cached"))

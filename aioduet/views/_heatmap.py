@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from .._units import format_size
 from ..errors import AioduetError
 from ._record import FileSample, Recording
 
@@ -177,19 +178,11 @@ def heatmap(recording: Recording, *, rows: int | None = None, columns: int = 100
         ends[row] = frame.t
         sums[row] = [a + b for a, b in zip(sums[row], current, strict=True)]
     values = tuple(
-        tuple(min(1.0, max(0.0, v / n)) for v in total)
+        # Rounded: the running sums leave residues like 1e-17 where a file was evicted.
+        tuple(min(1.0, max(0.0, round(v / n, 9))) for v in total)
         for total, n in zip(sums, counts, strict=True)
     )
     return Heatmap(values, tuple(ends), tuple(spans), pages, recording.header.page_size)
-
-
-def _size(pages: float, page_size: int) -> str:
-    size = pages * page_size
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def _shade(value: float) -> str:
@@ -199,7 +192,7 @@ def _shade(value: float) -> str:
 def heatmap_text(heatmap: Heatmap, *, legend_files: int = 8) -> str:
     """The heatmap as text: a row per time row, a character per column (``' '`` to ``'@'``)."""
     lines = [
-        f"time down, file space across ({_size(heatmap.pages_per_column, heatmap.page_size)}"
+        f"time down, file space across ({format_size(heatmap.pages_per_column * heatmap.page_size)}"
         f" per column); cached: ' ' none, '{_SHADES[1]}' up to 1/9 ... '@' all",
         "  time (s) +" + "-" * heatmap.columns + "+",
     ]
@@ -213,7 +206,7 @@ def heatmap_text(heatmap: Heatmap, *, legend_files: int = 8) -> str:
         first = int(span.first / heatmap.pages_per_column)
         last = int((span.first + span.pages - 1) / heatmap.pages_per_column)
         lines.append(
-            f"  columns {first}-{last}: {span.path} ({_size(span.pages, heatmap.page_size)})"
+            f"  columns {first}-{last}: {span.path} ({format_size(span.pages * heatmap.page_size)})"
         )
     hidden = sum(1 for s in heatmap.files if s.pages) - len(shown)
     if hidden > 0:

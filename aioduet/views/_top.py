@@ -27,10 +27,11 @@ from rich.text import Text
 
 from .. import _kernel
 from .._model import Item, Uuid
+from .._units import format_size
 from ..errors import AioduetError, NotFound
 from ._residency import Activity, FileResidency, ResidencyView
 
-__all__ = ["Probe", "TopModel", "TopRow", "TopSnapshot", "TopTotals", "format_size", "render"]
+__all__ = ["Probe", "TopModel", "TopRow", "TopSnapshot", "TopTotals", "render"]
 
 _Key = tuple[int, int]
 #: At most this many files besides the rows shown are probed for dirty and writeback pages.
@@ -361,18 +362,6 @@ class TopModel:
 
 def _busy(probe: Probe) -> bool:
     return bool(probe.dirty or probe.writeback)
-
-
-def format_size(size: int) -> str:
-    """Bytes, human-readable: ``"0 B"``, ``"512 B"``, ``"4.0 KiB"``, ``"1.5 MiB"``."""
-    if size < 1024:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            break
-    return f"{value:.1f} {unit}"
 
 
 def _pages(pages: int | None) -> str:

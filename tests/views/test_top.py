@@ -14,8 +14,9 @@ from rich.console import Console
 
 import aioduet
 from aioduet import Event, Item, Uuid, _kernel
+from aioduet._units import format_size
 from aioduet.views import TopModel, TopSnapshot, render_top
-from aioduet.views._top import Probe, format_size, probe_file
+from aioduet.views._top import Probe, probe_file
 
 A, B, C = Uuid(1, 10, 1), Uuid(1, 11, 1), Uuid(1, 12, 1)
 NAMES = {A: "/data/a", B: "/data/b", C: "/data/sub/c"}
