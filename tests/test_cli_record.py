@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
+import select
 import signal
 import subprocess
 import sys
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pagecache import read_pages, write_clean
 
+from aioduet import RecordError
 from aioduet._cli import main
 from aioduet.views import read_recording, working_set
 
@@ -125,14 +126,19 @@ def test_record_of_a_missing_directory_is_a_usage_error(
     with pytest.raises(SystemExit) as caught:
         main(["record", str(ext4_dir / "nowhere"), "-o", str(ext4_dir / "r")])
     assert caught.value.code == 2
-    assert "nowhere' is not an existing directory" in capsys.readouterr().err
+    assert "no such directory: " in capsys.readouterr().err
     assert not (ext4_dir / "r").exists()
 
 
-def test_ctrl_c_ends_the_recording_with_a_last_frame(ext4_dir: Path) -> None:
-    tree = ext4_dir / "tree"
-    write_clean(tree / "a.bin", 16)
-    out = ext4_dir / "run.rec"
+def _line_within(process: subprocess.Popen[str], seconds: float) -> str:
+    """The next line of the process's stderr; fails if none comes in ``seconds``."""
+    assert process.stderr is not None
+    ready, _, _ = select.select([process.stderr], [], [], seconds)
+    assert ready, f"no output within {seconds} s"
+    return process.stderr.readline()
+
+
+def _start_recording(tree: Path, out: Path) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [
             sys.executable,
@@ -148,14 +154,19 @@ def test_ctrl_c_ends_the_recording_with_a_last_frame(ext4_dir: Path) -> None:
         ],
         stderr=subprocess.PIPE,
         text=True,
+        bufsize=1,
     )
+    assert "recording" in _line_within(process, 30)
+    assert "frame 0" in _line_within(process, 30)  # a frame is written: the recorder runs
+    return process
+
+
+def test_ctrl_c_ends_the_recording_with_a_last_frame(ext4_dir: Path) -> None:
+    tree = ext4_dir / "tree"
+    write_clean(tree / "a.bin", 16)
+    out = ext4_dir / "run.rec"
+    process = _start_recording(tree, out)
     try:
-        assert process.stderr is not None
-        assert "recording" in process.stderr.readline()
-        # The framework has started; the recorder writes its header once the tree is walked.
-        while not out.exists() or out.stat().st_size == 0:
-            assert process.poll() is None
-            os.sched_yield()
         process.send_signal(signal.SIGINT)
         rest = process.communicate(timeout=30)[1]
     finally:
@@ -164,3 +175,23 @@ def test_ctrl_c_ends_the_recording_with_a_last_frame(ext4_dir: Path) -> None:
     assert process.returncode == 0, rest
     assert "recorded" in rest
     assert read_recording(out).frames
+
+
+def test_a_killed_recorder_leaves_its_frames_readable_as_cut_short(ext4_dir: Path) -> None:
+    tree = ext4_dir / "tree"
+    write_clean(tree / "a.bin", 16)
+    out = ext4_dir / "run.rec"
+    process = _start_recording(tree, out)
+    process.kill()
+    process.communicate(timeout=30)
+    with pytest.raises(RecordError, match=r"truncated: .* after [1-9]\d* frames"):
+        read_recording(out)
+
+
+def test_record_into_a_missing_directory_is_a_usage_error(
+    ext4_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["record", str(ext4_dir), "-o", str(ext4_dir / "nowhere" / "r")])
+    assert caught.value.code == 2
+    assert "no such directory" in capsys.readouterr().err

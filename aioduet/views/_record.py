@@ -18,8 +18,9 @@ cached page counts. docs/commands/record.md describes every field.
 In a frame's entry ``[id, regions, dirty, [added, removed, dirtied, flushed]]``, ``regions[i]``
 counts the cached pages among pages ``i * region_pages`` to ``(i + 1) * region_pages - 1``,
 ``dirty`` is the file's dirty pages, and the four numbers count the pages that items moved
-since the previous frame. A file is declared again (same id) when it grows past its declared
-size; the new ``region_pages`` applies from then on.
+since the file's previous entry (any such movement gives the file an entry). A file is
+declared again (same id) when it grows past its declared size; the new ``region_pages``
+applies from then on.
 """
 
 from __future__ import annotations
@@ -191,12 +192,19 @@ class RecordWriter:
                 "started": header.started,
                 "regions_per_file": header.regions_per_file,
                 "sources": list(header.sources),
-            }
+            },
+            flush=True,
         )
 
-    def _line(self, record: dict[str, Any]) -> None:
+    def _line(self, record: dict[str, Any], *, flush: bool = False) -> None:
         self._out.write(json.dumps(record, separators=(",", ":")))
         self._out.write("\n")
+        if flush:
+            # A sync flush ends a deflate block on a byte boundary: a recording whose writer
+            # is killed keeps every frame written so far, and reads as cut short after them.
+            self._out.flush()
+            self._zip.flush(zlib.Z_SYNC_FLUSH)
+            self._raw.flush()
 
     def declare(self, file: RecordedFile) -> None:
         """Declare a file, or declare it again with a new size, path or region size."""
@@ -219,7 +227,8 @@ class RecordWriter:
                     [s.file, list(s.regions), s.dirty, s.activity.as_list()] for s in frame.samples
                 ],
                 "overflows": frame.overflows,
-            }
+            },
+            flush=True,
         )
 
     def scanned(self, t: float) -> None:
@@ -293,6 +302,33 @@ class _Reader:
         self.frames: list[Frame] = []
         self.scanned: float | None = None
         self.duration: float | None = None
+        self.number = 0
+        """The line being parsed (1 first)."""
+
+    def lines(self, unzipped: gzip.GzipFile) -> None:
+        """Parse every line; RecordError names the first one that breaks the format."""
+        # A foreign file's first "line" may be huge: the header is short.
+        first = unzipped.readline(_HEADER_LIMIT)
+        for self.number, line in enumerate(itertools.chain([first], unzipped), start=1):
+            if not line:
+                break
+            foreign = _fail(self.path, "not an aioduet recording (no aioduet-record header)")
+            if not line.endswith(b"\n"):
+                if self.header is None:
+                    raise foreign
+                raise _fail(
+                    self.path,
+                    f"truncated: line {self.number} is incomplete ({len(self.frames)} frames"
+                    " read; the recording was cut short)",
+                )
+            try:
+                self.line(_object(line))
+            except RecordError:  # already says what is wrong (foreign, version)
+                raise
+            except (_Malformed, ValueError) as exc:
+                if self.header is None:
+                    raise foreign from None
+                raise _fail(self.path, f"line {self.number}: {exc}") from None
 
     def line(self, record: dict[str, Any]) -> None:
         if self.header is None:
@@ -398,41 +434,25 @@ def read_recording(path: str | os.PathLike[str]) -> Recording:
     """
     name = os.fspath(path)
     reader = _Reader(name)
-    number = 0
     with open(name, "rb") as raw:
-        if raw.read(2) != b"\x1f\x8b":
+        magic = raw.read(2)
+        if not magic:
+            raise _fail(name, "empty: no aioduet-record header (the recording was cut short)")
+        if magic != b"\x1f\x8b":
             raise _fail(name, "not an aioduet recording (not gzip-compressed)")
         raw.seek(0)
         try:
             with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-                # A foreign file's first "line" may be huge: the header is short.
-                first = unzipped.readline(_HEADER_LIMIT)
-                for number, line in enumerate(itertools.chain([first], unzipped), start=1):
-                    if not line:
-                        break
-                    if not line.endswith(b"\n"):
-                        if reader.header is None:
-                            raise _fail(name, "not an aioduet recording (no aioduet-record header)")
-                        raise _fail(
-                            name,
-                            f"truncated: line {number} is incomplete ({len(reader.frames)} frames"
-                            " read; the recording was cut short)",
-                        )
-                    try:
-                        reader.line(_object(line))
-                    except RecordError:  # already says what is wrong (foreign, version)
-                        raise
-                    except (_Malformed, ValueError) as exc:
-                        if reader.header is None:
-                            raise _fail(
-                                name, "not an aioduet recording (no aioduet-record header)"
-                            ) from None
-                        raise _fail(name, f"line {number}: {exc}") from None
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                reader.lines(unzipped)
+        except EOFError:
             raise _fail(
                 name,
-                f"truncated or corrupt after line {number} ({len(reader.frames)} frames"
-                f" read): {exc}",
+                f"truncated: the compressed data ends after {len(reader.frames)} frames (the"
+                " recording was cut short)",
+            ) from None
+        except (zlib.error, gzip.BadGzipFile) as exc:
+            raise _fail(
+                name, f"corrupt compressed data after line {reader.number}: {exc}"
             ) from None
     if reader.header is None:
         raise _fail(name, "empty: no aioduet-record header")

@@ -256,6 +256,7 @@ async def record(
                 group.start_soon(mark_scanned)
                 while True:
                     due = start + (recorder.frames + 1) * interval
+                    last = duration is not None and due >= start + duration
                     if duration is not None:
                         due = min(due, start + duration)
                     if stop is None:
@@ -268,9 +269,7 @@ async def record(
                     summary = await recorder.frame(elapsed, scanned)
                     if on_frame is not None:
                         on_frame(summary)
-                    if (stop is not None and stop.is_set()) or (
-                        duration is not None and elapsed >= duration
-                    ):
+                    if last or (stop is not None and stop.is_set()):
                         break
                 group.cancel_scope.cancel()
         finally:
