@@ -13,21 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clirun import run_aioduet
 from pagecache import read_pages, write_clean
 
 from aioduet._cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def aioduet(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aioduet", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def _answers(path: Path) -> bool:
@@ -71,7 +62,7 @@ def test_status_and_watch_go_through_the_daemon(
     daemon: tuple[subprocess.Popen[str], Path], ext4_dir: Path
 ) -> None:
     process, path = daemon
-    status = aioduet("status", "--connect", str(path), "--json")
+    status = run_aioduet("status", "--connect", str(path), "--json")
     assert status.returncode == 0, status.stderr
     listed = json.loads(status.stdout)
     assert listed["daemon"] == str(path) and listed["max_tasks"] == 64
@@ -79,7 +70,9 @@ def test_status_and_watch_go_through_the_daemon(
 
     data = write_clean(ext4_dir / "data" / "f", 8)
     read_pages(data)  # cached before the watch starts: its registration scan reports it
-    watch = aioduet("watch", str(data.parent), "--connect", str(path), "--json", "--duration", "3")
+    watch = run_aioduet(
+        "watch", str(data.parent), "--connect", str(path), "--json", "--duration", "3"
+    )
     assert watch.returncode == 0, watch.stderr
     assert f"using the aioduet daemon at {path}" in watch.stderr
     items = [json.loads(line) for line in watch.stdout.splitlines()]
@@ -110,7 +103,7 @@ def test_environment_socket_is_used_without_connect(
 
 
 def test_connect_without_a_daemon_is_one_clear_error(ext4_dir: Path) -> None:
-    result = aioduet("status", "--connect", str(ext4_dir / "none.sock"))
+    result = run_aioduet("status", "--connect", str(ext4_dir / "none.sock"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"aioduet: error: no aioduet daemon answers at {ext4_dir / 'none.sock'}: No such file"
@@ -119,9 +112,9 @@ def test_connect_without_a_daemon_is_one_clear_error(ext4_dir: Path) -> None:
 
 
 def test_daemon_options_are_checked() -> None:
-    result = aioduet("daemon", "--socket-mode", "999")
+    result = run_aioduet("daemon", "--socket-mode", "999")
     assert result.returncode == 2 and "octal" in result.stderr
-    result = aioduet("daemon", "--tasks-per-uid", "0")
+    result = run_aioduet("daemon", "--tasks-per-uid", "0")
     assert result.returncode == 2 and "at least 1" in result.stderr
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clirun import run_aioduet
 from pagecache import cached, read_pages, write_clean
 
 from aioduet import _kernel
@@ -24,16 +25,6 @@ from aioduet._cli import build_parser
 from aioduet._units import format_size
 
 pytestmark = pytest.mark.kernel
-
-
-def aioduet(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aioduet", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def test_options_and_defaults(ext4_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,7 +42,7 @@ def test_once_prints_the_file_just_read_at_the_top(ext4_dir: Path) -> None:
     # is of another state than the one asserted, and the run is repeated (three at most).
     for _ in range(3):
         assert read_pages(data) == 24  # cached before top starts: its registration scan sees it
-        result = aioduet("top", str(ext4_dir), "--once", "--embedded", "--interval", "0.1")
+        result = run_aioduet("top", str(ext4_dir), "--once", "--embedded", "--interval", "0.1")
         if cached(data) == 24:
             break
     assert result.returncode == 0, result.stderr
@@ -64,20 +55,22 @@ def test_once_prints_the_file_just_read_at_the_top(ext4_dir: Path) -> None:
 
 
 def test_iterations_print_that_many_snapshots(ext4_dir: Path) -> None:
-    result = aioduet("top", str(ext4_dir), "--iterations", "2", "--refresh", "0.1", "--embedded")
+    result = run_aioduet(
+        "top", str(ext4_dir), "--iterations", "2", "--refresh", "0.1", "--embedded"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(f"aioduet top {ext4_dir}") == 2
 
 
 def test_missing_path_is_one_clear_error(ext4_dir: Path) -> None:
     missing = ext4_dir / "missing"
-    result = aioduet("top", str(missing))
+    result = run_aioduet("top", str(missing))
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
         f"aioduet top: error: argument PATH: no such directory: {str(missing)!r}"
     )
     afile = write_clean(ext4_dir / "file", 1)
-    result = aioduet("top", str(afile))
+    result = run_aioduet("top", str(afile))
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].endswith(f"{str(afile)!r} is not a directory")
 
@@ -92,7 +85,7 @@ def test_missing_path_is_one_clear_error(ext4_dir: Path) -> None:
     ],
 )
 def test_bad_options_are_rejected(ext4_dir: Path, option: list[str], message: str) -> None:
-    result = aioduet("top", str(ext4_dir), *option)
+    result = run_aioduet("top", str(ext4_dir), *option)
     assert result.returncode == 2
     assert message in result.stderr.splitlines()[-1]
 
@@ -126,7 +119,7 @@ def daemon_socket(ext4_dir: Path) -> Iterator[Path]:
 def test_once_over_the_daemon(daemon_socket: Path, ext4_dir: Path) -> None:
     data = write_clean(ext4_dir / "data" / "viadaemon", 8)
     read_pages(data)
-    result = aioduet("top", str(data.parent), "--once", "--connect", str(daemon_socket))
+    result = run_aioduet("top", str(data.parent), "--once", "--connect", str(daemon_socket))
     assert result.returncode == 0, result.stderr
     assert f"using the aioduet daemon at {daemon_socket}" in result.stderr
     assert "viadaemon" in result.stdout

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clirun import run_aioduet
 from pagecache import cached, evict, opened, read_pages, write_clean
 
 from aioduet import _kernel
@@ -21,17 +22,6 @@ from aioduet.errors import SourceUnavailable
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = _kernel.PAGE_SIZE
 COUNTS = ("cached", "dirty", "writeback")
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aioduet", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        cwd=ROOT,
-    )
 
 
 def records(stdout: str) -> dict[str, dict[str, object]]:
@@ -99,7 +89,7 @@ def test_json_agrees_page_for_page_with_cachestat_and_fincore(ext4_dir: Path) ->
             if number % 3 == 0:
                 read_pages(path)
         before = snapshot(paths)
-        ours = run_cli("scan", "-R", "--json", str(ext4_dir))
+        ours = run_aioduet("scan", "-R", "--json", str(ext4_dir), cwd=ROOT)
         theirs = fincore_json(ext4_dir, paths)
         after = snapshot(paths)
         stable = [str(p) for p in paths if before[str(p)] == after[str(p)]]
@@ -127,7 +117,7 @@ def test_dirty_file_shows_dirty_pages(ext4_dir: Path) -> None:
     with opened(path, os.O_WRONLY) as fd:
         os.pwrite(fd, b"d" * 3 * PAGE, 2 * PAGE)
     before = snapshot([path])[str(path)]
-    result = run_cli("scan", "--json", str(path))
+    result = run_aioduet("scan", "--json", str(path), cwd=ROOT)
     after = snapshot([path])[str(path)]
     assert result.returncode == 0, result.stderr
     record = records(result.stdout)[str(path)]
@@ -188,39 +178,39 @@ def test_symlink_loops_do_not_hang_and_links_are_not_followed(ext4_dir: Path) ->
     (ext4_dir / "a").symlink_to("b")
     (ext4_dir / "b").symlink_to("a")
     (ext4_dir / "link-to-real").symlink_to(real)
-    result = run_cli("scan", "-R", "--json", str(ext4_dir), timeout=30)
+    result = run_aioduet("scan", "-R", "--json", str(ext4_dir), timeout=30, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert list(records(result.stdout)) == [str(real)]
     # A symlink given on the command line is followed, as fincore does.
-    given = run_cli("scan", "--json", str(ext4_dir / "link-to-real"))
+    given = run_aioduet("scan", "--json", str(ext4_dir / "link-to-real"), cwd=ROOT)
     assert list(records(given.stdout)) == [str(ext4_dir / "link-to-real")]
-    looped = run_cli("scan", str(ext4_dir / "a"))
+    looped = run_aioduet("scan", str(ext4_dir / "a"), cwd=ROOT)
     assert looped.returncode == 2
     assert "Too many levels of symbolic links" in looped.stderr.splitlines()[-1]
 
 
 def test_missing_path_is_a_usage_error(ext4_dir: Path) -> None:
-    result = run_cli("scan", "-R", str(ext4_dir), str(ext4_dir / "missing"))
+    result = run_aioduet("scan", "-R", str(ext4_dir), str(ext4_dir / "missing"), cwd=ROOT)
     assert result.returncode == 2
     assert result.stdout == ""
     last = result.stderr.splitlines()[-1]
     assert f"cannot scan '{ext4_dir / 'missing'}': No such file or directory" in last
-    assert run_cli("scan").returncode == 2
+    assert run_aioduet("scan").returncode == 2
 
 
 def test_directory_without_r_lists_only_its_own_files(ext4_dir: Path) -> None:
     top = write_clean(ext4_dir / "top", 1)
     write_clean(ext4_dir / "sub" / "deep", 1)
-    flat = run_cli("scan", "--json", str(ext4_dir))
+    flat = run_aioduet("scan", "--json", str(ext4_dir), cwd=ROOT)
     assert flat.returncode == 0, flat.stderr
     assert list(records(flat.stdout)) == [str(top)]
-    deep = run_cli("scan", "-R", "--json", str(ext4_dir))
+    deep = run_aioduet("scan", "-R", "--json", str(ext4_dir), cwd=ROOT)
     assert set(records(deep.stdout)) == {str(top), str(ext4_dir / "sub" / "deep")}
 
 
 def test_non_regular_paths_are_skipped_with_exit_1(ext4_dir: Path) -> None:
     path = write_clean(ext4_dir / "f", 1)
-    result = run_cli("scan", "--json", "/dev/null", str(path))
+    result = run_aioduet("scan", "--json", "/dev/null", str(path), cwd=ROOT)
     assert result.returncode == 1
     assert list(records(result.stdout)) == [str(path)]
     assert "1 path skipped (first: /dev/null: not a regular file" in result.stderr
@@ -250,7 +240,7 @@ def test_table_and_total(ext4_dir: Path) -> None:
     assert total.endswith("total: 2 files")
     assert int(cells[1]) <= 303
     # The same through the command line, in JSON.
-    result = run_cli("scan", "--json", "--total", str(small), str(big))
+    result = run_aioduet("scan", "--json", "--total", str(small), str(big), cwd=ROOT)
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[-1]["path"] is None and lines[-1]["total"] is True
     assert lines[-1]["pages"] == 303 and lines[-1]["files"] == 2 and lines[-1]["unknown"] == 0
@@ -368,7 +358,7 @@ def test_unreadable_directory_is_counted_once_across_parts(
 def test_command_line_split_in_two_processes_reports_each_file_once(ext4_dir: Path) -> None:
     """Through a pipe on two CPUs the scan forks: same lines, same totals, no mixed lines."""
     paths = small_tree(ext4_dir, 40, 60)  # 2,400 lines, far more than a pipe's buffer
-    result = run_cli("scan", "-R", "--json", "--total", str(ext4_dir))
+    result = run_aioduet("scan", "-R", "--json", "--total", str(ext4_dir), cwd=ROOT)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     got = [json.loads(line) for line in lines]  # a mixed line would not parse
@@ -376,7 +366,7 @@ def test_command_line_split_in_two_processes_reports_each_file_once(ext4_dir: Pa
     total = got[-1]
     assert total["total"] is True and total["files"] == len(paths) and total["unknown"] == 0
     assert total["pages"] == len(paths)
-    table = run_cli("scan", "-R", "--total", str(ext4_dir))
+    table = run_aioduet("scan", "-R", "--total", str(ext4_dir), cwd=ROOT)
     header, *rows, last = table.stdout.splitlines()
     assert header.split()[0] == "RES" and len(rows) == len(paths)
     assert last.endswith(f"total: {len(paths)} files")
