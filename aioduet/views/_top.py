@@ -405,7 +405,7 @@ def render(snapshot: TopSnapshot, footer: str | None = None) -> RenderableType:
     rates = (
         f"rates over the last {snapshot.window:.1f} s"
         if snapshot.window
-        else "rates from the next refresh"
+        else "no rates yet: they need two refreshes"
     )
     header = Text.assemble(
         ("aioduet top ", "bold"),
