@@ -75,6 +75,59 @@ def filesystem_of(path: Path) -> str:
 # -- the framework's process ---------------------------------------------------------------
 
 
+async def _recorder(sources: str, scope: str, interval: float) -> dict[str, Any]:
+    """``aioduet record`` in the worker: frames every ``interval`` s into a scratch file."""
+    import anyio  # noqa: PLC0415 - only the worker process needs the framework
+
+    import aioduet  # noqa: PLC0415
+    from aioduet import views  # noqa: PLC0415
+
+    counts = {"frames": 0, "items": 0, "overflows": 0}
+    first: list[dict[str, int]] = []
+    stop, started = anyio.Event(), anyio.Event()
+
+    def on_frame(frame: views.FrameSummary) -> None:
+        counts["frames"] += 1
+        counts["items"] += frame.items
+        counts["overflows"] += frame.overflows
+        if not first:  # the first frame holds the registration scan: the window opens after
+            first.append(dict(counts))
+            started.set()
+
+    with tempfile.TemporaryDirectory(prefix="aioduet-fio-rec-") as where:
+        out = Path(where) / "fio.rec"
+        async with (
+            aioduet.open_duet(sources, interval=interval) as duet,
+            anyio.create_task_group() as group,
+        ):
+
+            async def run() -> None:
+                await views.record(
+                    duet, scope, out, interval=interval, on_frame=on_frame, stop=stop
+                )
+
+            group.start_soon(run)
+            with anyio.fail_after(120):
+                await started.wait()
+            with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+                cpu0, wall0 = time.process_time(), time.monotonic()
+                print("ready", flush=True)
+                async for _ in signals:
+                    break
+            cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+            stop.set()
+        size = out.stat().st_size
+    start = first[0]
+    return {
+        "cpu_seconds": round(cpu, 4),
+        "seconds": round(wall, 3),
+        "cpu_percent_of_one_core": round(100 * cpu / wall, 2),
+        **{name: counts[name] - start[name] for name in counts},
+        "recording_bytes": size,
+        "interval": interval,
+    }
+
+
 async def _worker(sources: str, scope: str) -> dict[str, Any]:
     import anyio  # noqa: PLC0415 - only the worker process needs the framework
 
@@ -125,18 +178,25 @@ async def _worker(sources: str, scope: str) -> dict[str, Any]:
     }
 
 
-def worker_main(sources: str, scope: str) -> None:
+def worker_main(sources: str, scope: str, record_interval: float | None) -> None:
     import anyio  # noqa: PLC0415
 
-    result = anyio.run(_worker, sources, scope)
+    if record_interval is None:
+        result = anyio.run(_worker, sources, scope)
+    else:
+        result = anyio.run(_recorder, sources, scope, record_interval)
     print(json.dumps(result), flush=True)
 
 
 class Framework:
     """The worker process, from ``ready`` to the counters it prints at SIGTERM."""
 
-    def __init__(self, sources: str, scope: Path, timeout: float) -> None:
+    def __init__(
+        self, sources: str, scope: Path, timeout: float, record_interval: float | None
+    ) -> None:
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(scope)]
+        if record_interval is not None:
+            command += ["--record", str(record_interval)]
         self.process = subprocess.Popen(
             [*command, "--sources", sources], stdout=subprocess.PIPE, text=True
         )
@@ -202,7 +262,9 @@ def make_file(path: Path, size: int) -> None:
 def one_run(
     args: argparse.Namespace, fio: str, workdir: Path, workload: str, *, run: int, watched: bool
 ) -> dict[str, Any]:
-    framework = Framework(args.sources, workdir, args.ready_timeout) if watched else None
+    framework = (
+        Framework(args.sources, workdir, args.ready_timeout, args.record) if watched else None
+    )
     try:
         cached = None
         if workload == "randread":
@@ -270,14 +332,25 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             f["cpu_percent_of_one_core"] for f in frameworks
         ),
         "items": statistics.median(f["items"] for f in frameworks),
-        "pages": statistics.median(f["pages"] for f in frameworks),
-        "observations": {
-            name: statistics.median(f["sources"][name]["observations"] for f in frameworks)
-            for name in frameworks[0]["sources"]
-        },
-        "lost": sum(s["lost"] for f in frameworks for s in f["sources"].values()),
         "overflows": sum(f["overflows"] for f in frameworks),
     }
+    if "sources" in frameworks[0]:  # a task's loop
+        summary["framework"] |= {
+            "pages": statistics.median(f["pages"] for f in frameworks),
+            "observations": {
+                name: statistics.median(f["sources"][name]["observations"] for f in frameworks)
+                for name in frameworks[0]["sources"]
+            },
+            "lost": sum(s["lost"] for f in frameworks for s in f["sources"].values()),
+        }
+    else:  # aioduet record
+        summary["framework"] |= {
+            "frames": statistics.median(f["frames"] for f in frameworks),
+            "recording_bytes": statistics.median(f["recording_bytes"] for f in frameworks),
+            "recording_bytes_per_frame": round(
+                statistics.median(f["recording_bytes"] / max(1, f["frames"]) for f in frameworks)
+            ),
+        }
     summary["runs"] = runs
     return summary
 
@@ -320,15 +393,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--ready-timeout", type=float, default=120.0, help="seconds the framework may take to start"
     )
+    parser.add_argument(
+        "--record",
+        type=float,
+        default=None,
+        metavar="INTERVAL",
+        help="WITH runs `aioduet record` (a frame every INTERVAL s) instead of a task's loop",
+    )
     parser.add_argument("--json", type=Path, help="also write the JSON object to this file")
     parser.add_argument("--worker", metavar="SCOPE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
-        worker_main(args.sources, args.worker)
+        worker_main(args.sources, args.worker, args.record)
         return
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    if args.record is not None and not args.record > 0:
+        parser.error("--record's interval must be positive")
     if args.repeat < 1 or args.warmup < 0 or args.runtime <= 0:
         parser.error("--repeat must be at least 1, --warmup not negative, --runtime positive")
     fio = shutil.which("fio")
@@ -357,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
             "warmup": args.warmup,
             "size": args.size,
             "sources": args.sources,
+            "watcher": "task" if args.record is None else f"record every {args.record} s",
             "workloads": args.workloads,
             "filesystem": filesystem_of(args.dir),
         },

@@ -25,3 +25,15 @@ def test_fio_overhead_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
         assert framework["lost"] >= 0 and framework["items"] >= 0
         assert "tracepoints" in framework["observations"]
     assert report["workloads"]["randread"]["runs"]["with"][0]["cached_fraction"] > 0
+
+
+def test_fio_overhead_of_a_recording_runs_and_reports_json(tmp_path: Path) -> None:
+    report = run_bench(
+        *("fio_overhead.py", "--runtime", "1", "--repeat", "1", "--size", "8M"),
+        *("--workloads", "randread", "--record", "0.2", "--dir", str(tmp_path)),
+    )
+    assert report["parameters"]["watcher"] == "record every 0.2 s"
+    recorder = report["workloads"]["randread"]["framework"]
+    assert recorder["frames"] >= 3  # 1 s of fio plus its pre-read, a frame every 0.2 s
+    assert recorder["recording_bytes"] > 0
+    assert recorder["overflows"] == 0
