@@ -116,6 +116,10 @@ class ResidencyView:
     """``OVERFLOW`` items seen (observations were lost; the rescan repairs the maps)."""
     items: int = 0
     """Items applied, overflows included."""
+    cached: int = 0
+    """Cached pages over all files (kept as items come, not summed when asked)."""
+    dirty: int = 0
+    """Dirty pages over all files."""
 
     def apply(self, item: Item) -> FileResidency | None:
         """Apply one item; returns the file it changed (None for ``OVERFLOW``)."""
@@ -127,6 +131,9 @@ class ResidencyView:
         key = (uuid.dev, uuid.ino)
         state = self.files.get(key)
         if state is None or state.uuid.gen != uuid.gen:
+            if state is not None:  # the inode was reused: the old file's pages are gone
+                self.cached -= state.cached
+                self.dirty -= state.dirty
             state = self.files[key] = FileResidency(uuid)
         first, count = item.index, item.count
         added = removed = dirtied = flushed = 0
@@ -137,10 +144,13 @@ class ResidencyView:
             dirtied = _set(state.dirty_map, first, count, 1)
         if item.state & Event.FLUSHED:
             flushed = _set(state.dirty_map, first, count, 0)
+        cleaned = 0
         if item.state & Event.REMOVED:
             removed = _set(state.cached_map, first, count, 0)
-            _set(state.dirty_map, first, count, 0)
+            cleaned = _set(state.dirty_map, first, count, 0)
         state.activity += Activity(added, removed, dirtied, flushed)
+        self.cached += added - removed
+        self.dirty += dirtied - flushed - cleaned
         return state
 
     def apply_all(self, items: Iterable[Item]) -> set[tuple[int, int]]:
@@ -155,13 +165,3 @@ class ResidencyView:
     def __iter__(self) -> Iterator[FileResidency]:
         """The files, in no particular order."""
         return iter(self.files.values())
-
-    @property
-    def cached(self) -> int:
-        """Cached pages over all files."""
-        return sum(state.cached for state in self.files.values())
-
-    @property
-    def dirty(self) -> int:
-        """Dirty pages over all files."""
-        return sum(state.dirty for state in self.files.values())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from aioduet import Event, Item, Uuid
 from aioduet.views import Activity, ResidencyView
 
@@ -50,3 +53,36 @@ def test_a_reused_inode_starts_afresh() -> None:
     changed = view.apply_all([Item(Uuid(1, 10, 7), 0, 1, Event.ADDED)])
     assert changed == {(1, 10)}
     assert view.files[(1, 10)].cached == 1
+
+
+_STATES = [
+    Event.ADDED,
+    Event.REMOVED,
+    Event.DIRTY,
+    Event.FLUSHED,
+    Event.ADDED | Event.DIRTY,
+    Event.REMOVED | Event.FLUSHED,
+]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),  # inode
+            st.integers(0, 1),  # generation
+            st.integers(0, 40),  # first page
+            st.integers(1, 20),  # pages
+            st.sampled_from(_STATES),
+        ),
+        max_size=60,
+    )
+)
+def test_the_totals_kept_as_items_come_are_the_sums_over_files(
+    steps: list[tuple[int, int, int, int, Event]],
+) -> None:
+    view = ResidencyView()
+    for ino, gen, first, count, state in steps:
+        view.apply(Item(Uuid(1, ino, gen), first, count, state))
+    assert view.cached == sum(f.cached for f in view)
+    assert view.dirty == sum(f.dirty for f in view)
+    assert all(f.dirty_map.count(1) <= f.cached for f in view)
