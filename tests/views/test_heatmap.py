@@ -1,51 +1,13 @@
-"""Heatmaps and reports of synthetic recordings: cells, rows, text, wss and per-file sums."""
+"""Heatmaps of synthetic recordings: cells, rows, columns that cut regions, and text."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from recordings import HEADER, RUN, recording
 
-from aioduet.views import (
-    Activity,
-    FileSample,
-    Frame,
-    Header,
-    RecordedFile,
-    Recording,
-    file_reports,
-    heatmap,
-    heatmap_text,
-    working_set,
-)
-
-HEADER = Header(root="/r", page_size=4096, interval=1.0, started=0.0, regions_per_file=4)
-# b.bin sorts after a.bin although its id is lower: the axis is in path order.
-FILES = {
-    0: RecordedFile(0, "b.bin", pages=8, region_pages=2),
-    1: RecordedFile(1, "a.bin", pages=4, region_pages=1),
-}
-
-
-def sample(file: int, regions: tuple[int, ...], dirty: int = 0, **moved: int) -> FileSample:
-    return FileSample(file, FILES[file].region_pages, regions, dirty, Activity(**moved))
-
-
-def recording(*frames: tuple[FileSample, ...]) -> Recording:
-    return Recording(
-        header=HEADER,
-        files=FILES,
-        frames=tuple(Frame(i, float(i + 1), s) for i, s in enumerate(frames)),
-        scanned=None,
-        duration=float(len(frames)),
-    )
-
-
-RUN = recording(
-    (sample(1, (1, 1, 0, 0), added=2),),  # a.bin's first half
-    (sample(0, (2, 2, 2, 2), added=8),),  # all of b.bin too
-    (sample(1, (0, 0, 0, 0), removed=2), sample(0, (0, 0, 0, 1), removed=7, dirty=1)),
-)
+from aioduet.views import Frame, Recording, heatmap, heatmap_text
 
 
 def test_one_column_per_page_gives_each_page() -> None:
@@ -95,36 +57,6 @@ def test_a_recording_without_frames_or_pages_has_no_heatmap() -> None:
         heatmap(empty)
     with pytest.raises(ValueError, match="at least 1"):
         heatmap(RUN, columns=0)
-
-
-def test_wss_sums_the_files_at_each_frame() -> None:
-    wss = working_set(RUN)
-    assert wss.times == (1.0, 2.0, 3.0)
-    assert wss.cached == (2 * 4096, 10 * 4096, 1 * 4096)
-    assert wss.percentile(0) == 4096
-    assert wss.percentile(50) == 2 * 4096
-    assert wss.percentile(100) == 10 * 4096
-    assert wss.as_json()["percentiles"] == {
-        "0": 4096,
-        "10": 4096,
-        "25": 4096,
-        "50": 8192,
-        "75": 40960,
-        "90": 40960,
-        "100": 40960,
-    }
-    with pytest.raises(ValueError, match="between 0 and 100"):
-        wss.percentile(101)
-
-
-def test_files_sum_each_file_up() -> None:
-    a, b = file_reports(RUN)
-    assert (a.path, a.pages, a.cached, a.peak, a.dirty) == ("a.bin", 4, 0, 2, 0)
-    assert a.mean == pytest.approx((2 + 2 + 0) / 3)
-    assert a.activity == Activity(added=2, removed=2)
-    assert (b.path, b.cached, b.peak, b.dirty) == ("b.bin", 1, 8, 1)
-    assert b.mean == pytest.approx((0 + 8 + 1) / 3)
-    assert b.as_json(4096)["cached_bytes"] == 4096
 
 
 def test_nothing_is_read_from_disk(tmp_path: Path) -> None:
