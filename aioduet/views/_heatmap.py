@@ -241,8 +241,9 @@ def heatmap_figure(heatmap: Heatmap, *, title: str | None = None) -> Figure:
     axes.set_xlabel("time (s)")
     axes.set_ylabel("file space (MiB, files in path order)")
     named = [s for s in heatmap.files if s.pages]
-    for span in named[1:]:
-        axes.axhline(span.first * mib, color="white", linewidth=0.4, alpha=0.6)
+    if len(named) <= 64:  # more boundaries than that are a grey smear, and slow to draw
+        for span in named[1:]:
+            axes.axhline(span.first * mib, color="white", linewidth=0.4, alpha=0.6)
     if 0 < len(named) <= 12:
         right = axes.secondary_yaxis("right")
         right.set_yticks(
