@@ -17,12 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
+import yaml  # comes with mkdocs, a test dependency: never skipped
 
-yaml = pytest.importorskip("yaml")  # comes with mkdocs
-pytest.importorskip("mkdocs")
-
-from aioduet._cli import build_parser  # noqa: E402 - after the skips above
+from aioduet._cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
