@@ -97,6 +97,25 @@ def _mark(vector: bytes | bytearray, first: int, count: int, value: bool) -> byt
     return out
 
 
+def _cached_map(fd: int, size: int, first: int, count: int, batch: _Batch) -> bytes:
+    """The cached pages of ``size`` bytes from page ``first``, as cachestat counts them.
+
+    mincore says a page is cached only if its folio is up to date; cachestat (and the
+    page-cache tracepoints) count every folio in the cache, such as a large folio that a
+    partial write left not up to date. When the map mincore gives has fewer pages than
+    ``count`` (the range's cachestat count), the pages are found by cachestat instead, so
+    that the map agrees with the other sources and with cachestat (bench/flood.py found
+    files that stayed one page apart forever).
+    """
+    window = _kernel.mincore(fd, size, first * _PAGE)
+    batch.cost += _map_cost(len(window))
+    if window.count(1) >= count:
+        return window
+    runs = _kernel.page_runs(fd, len(window) * _PAGE, "cache", first_page=first)
+    batch.cost += _runs_cost(runs, len(window))
+    return _pagemap.from_runs([(f - first, n) for f, n in runs], len(window))
+
+
 def _map_cost(pages: int) -> int:
     return _MAP_COST + pages // _PAGES_PER_UNIT
 
@@ -711,9 +730,10 @@ class ResidencySource:
         ):
             cached, dirty = self._refresh_regions(fd, known.regions, known, batch)
             return gen, cached, dirty, _regions.adapt(known.regions, cached, dirty, self._rng)
-        cached = _kernel.mincore(fd, size) if counts.cache else bytes(pages)
+        cached = bytes(pages)
+        if counts.cache:
+            cached = _cached_map(fd, size, 0, counts.cache, batch)
         dirty = bytes(pages)
-        batch.cost += _map_cost(pages) if counts.cache else 0
         if counts.dirty:
             runs = _kernel.dirty_runs(fd, size, counts.dirty)
             batch.cost += _runs_cost(runs, pages)
@@ -730,9 +750,10 @@ class ResidencySource:
             batch.cost += 1
             moved = False
             if counts.cache != region.cache:
-                window = _kernel.mincore(fd, region.count * _PAGE, region.first * _PAGE)
+                window = _cached_map(
+                    fd, region.count * _PAGE, region.first, counts.cache, batch
+                )
                 cached[region.first : region.first + len(window)] = window
-                batch.cost += _map_cost(region.count)
                 moved = True
             if counts.dirty != region.dirty:
                 runs = _kernel.page_runs(
