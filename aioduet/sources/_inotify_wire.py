@@ -153,7 +153,9 @@ def _truncated(buf: bytes, off: int) -> InotifyWireError:
 
 
 def _name(raw: bytes) -> str:
-    return raw.rstrip(b"\0").decode("utf-8", "surrogateescape")
+    # A C string: it ends at the first NUL (the kernel pads with NULs after it). A NUL kept
+    # inside a name would make a path that os.open and os.stat refuse with ValueError.
+    return raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
 
 
 def parse_events(buf: bytes) -> list[RawEvent]:

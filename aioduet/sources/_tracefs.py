@@ -119,7 +119,7 @@ class EventFormat:
 
         Raises:
             KeyError: a field is missing.
-            ValueError: a field overlaps another or has a size no integer has.
+            ValueError: a field overlaps another, or the layout is too large for a struct.
         """
         layout = [self.fields["common_type"], *(self.fields[n] for n in names)]
         order = sorted(range(len(layout)), key=lambda i: layout[i].offset)
@@ -137,21 +137,32 @@ class EventFormat:
                 code = {1: "b", 2: "h", 4: "i", 8: "q"}[field.size]
                 fmt += code if field.signed else code.upper()
             pos = field.offset + field.size
-        return struct.Struct(fmt)
+        try:
+            return struct.Struct(fmt)
+        except struct.error as exc:  # e.g. an offset or size beyond any record
+            raise ValueError(f"{self.name}: {exc}") from None
+
+
+def _ident(decl: str) -> str:
+    """The C name in a field declaration (``unsigned long i_ino``, ``char name[32]``)."""
+    words = decl.split()
+    if not words:
+        raise ValueError(f"a field declaration without a name: {decl!r}")
+    return words[-1].split("[")[0]
 
 
 def parse_format(name: str, text: str) -> EventFormat:
     """Parse an event's ``format`` file.
 
     Raises:
-        ValueError: no ``ID`` line or no ``common_type`` field.
+        ValueError: no ``ID`` line, no ``common_type`` field, or a field without a name.
     """
     match = re.search(r"^ID:\s*(\d+)", text, re.MULTILINE)
     if match is None:
         raise ValueError(f"{name}: no ID in format")
     fields: dict[str, Field] = {}
     for decl, offset, size, signed in _FIELD.findall(text):
-        ident = decl.strip().split()[-1].split("[")[0]
+        ident = _ident(decl)
         fields[ident] = Field(ident, int(offset), int(size), signed == "1")
     if "common_type" not in fields:
         raise ValueError(f"{name}: no common_type field")
@@ -179,7 +190,7 @@ def parse_header_page(text: str) -> PageHeader:
         ValueError: a field is missing or has a size this parser cannot read.
     """
     fields = {
-        decl.strip().split()[-1]: (int(off), int(size))
+        _ident(decl): (int(off), int(size))
         for decl, off, size, _signed in _FIELD.findall(text.replace("field: ", "field:"))
     }
     try:

@@ -331,7 +331,12 @@ class FanotifySource:
         for event in events:
             mask = event.mask
             if event.fd >= 0:
-                os.close(event.fd)  # never in a group reporting handles, but never leak one
+                # Never in a group reporting handles, but never leak one; a number that is
+                # no open fd (EBADF) means a corrupted record, not a failed source.
+                try:
+                    os.close(event.fd)
+                except OSError:
+                    self._counts.error(f"a fanotify event carried fd {event.fd}, not open")
             if mask & wire.FAN_Q_OVERFLOW:
                 self._overflow()
             elif mask & _STRUCTURAL:

@@ -26,8 +26,9 @@ makes for it once its path is known.
 What it cannot see: order across CPUs within one drain is not exact (each CPU's buffer is in
 order; events of one page on two CPUs within 50 ms may be handed over in the wrong order);
 mmap dirtying that never reaches ``writeback_dirty_folio``; tmpfs (no add tracepoint).
-Ring-buffer loss (the kernel's ``RB_MISSED_EVENTS`` flag) and unparsable pages become
-``sink.lost(None)``: OVERFLOW and a rescan.
+Ring-buffer loss (the kernel's ``RB_MISSED_EVENTS`` flag), unparsable pages (none of their
+records is used) and records of impossible folio orders become ``sink.lost(None)``: OVERFLOW
+and a rescan.
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ _ADDED, _REMOVED = int(Event.ADDED), int(Event.REMOVED)
 _DIRTY, _FLUSHED = int(Event.DIRTY), int(Event.FLUSHED)
 _KEY_CACHE = 1 << 16
 _PAGES_PER_WAKEUP = 256
+_MAX_ORDER = 20
+"""Above any folio a page cache holds (the largest, hugetlbfs' 1 GiB pages on x86-64 or 16 GiB
+on 64 KiB-page arm64, are order 18): a larger ``order`` is a corrupted record, not a run of
+``1 << order`` pages to walk."""
 
 
 def unavailable_reason(tracefs: str = _tracefs.TRACEFS) -> str | None:
@@ -335,9 +340,13 @@ class TracepointSource:
             if not page:
                 break
             pages += 1
+            before = len(records)
             try:
                 missed = parse(page, records)
             except _tracefs.PageError as exc:
+                # The page is not laid out as we read it: the records before the error are
+                # suspect too. They are dropped with the rest, and the rescan covers them.
+                del records[before:]
                 self._counts.error(f"unparsable ring-buffer page: {exc}")
                 missed = -1
             if missed:
@@ -353,7 +362,7 @@ class TracepointSource:
 
     # -- records -------------------------------------------------------------------------
 
-    def handle(self, records: list[tuple[Any, ...]]) -> None:
+    def handle(self, records: list[tuple[Any, ...]]) -> None:  # noqa: PLR0912 - one inlined hot loop
         """Turn parsed records (one CPU's, in order) into observations for the sink."""
         ids = self._ids
         add_id, del_id = ids.get(ADD, -1), ids.get(DELETE, -1)
@@ -363,10 +372,14 @@ class TracepointSource:
         key_of = self._key_of
         run_kind = run_dev = run_ino = -1
         run_first = run_end = 0
+        corrupted = 0
         for record in records:
             kind = record[0]
             if kind == add_id or kind == del_id:  # noqa: PLR1714, SIM109 - no tuple on the hot path
                 _, ino, index, kdev, order = record
+                if order > _MAX_ORDER:
+                    corrupted += 1
+                    continue
                 count = 1 << order
                 inode = (kdev, ino)
                 if order:
@@ -398,6 +411,11 @@ class TracepointSource:
         if obs:
             self._counts.observations += len(obs)
             self.sink.ingest(obs)
+        if corrupted:
+            self._counts.error(f"{corrupted} trace records with a folio order above {_MAX_ORDER}")
+            self._counts.lost += corrupted
+            self._counts.overflows += 1
+            self.sink.lost(None)
 
     def _writeback(self, record: tuple[Any, ...], append: Callable[[Observation], None]) -> None:
         kind = record[0]
