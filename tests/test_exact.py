@@ -288,3 +288,33 @@ async def test_a_file_replaced_after_the_scan_gets_its_own_generation(ext4_dir: 
         assert read_pages(path) == 4
         items = await collect(task, lambda got: len(pages(got, new, Event.ADDED)) == 4)
         assert not [item for item in items if item.uuid == old]
+
+
+async def test_an_inode_number_reused_by_a_new_file_gets_the_new_generation(
+    ext4_dir: Path,
+) -> None:
+    # The tracepoints name inodes by number; the source remembers each number's generation.
+    # When a file is deleted and ext4 gives its number to a new file, the items of the new
+    # file must carry the new generation (bench/flood.py found them under the old one).
+    old = write_clean(ext4_dir / "old", 8)
+    old_uuid = uuid_of(old)
+    async with aioduet.open_duet("exact", interval=0.1) as duet:
+        task = await duet.register("reuse", Event.EXISTS, ext4_dir)
+        await task.wait_scanned()
+        read_pages(old)
+        await collect(task, lambda got: len(pages(got, old_uuid, Event.ADDED)) == 8)
+        old.unlink()
+        await collect(task, lambda got: len(pages(got, old_uuid, Event.REMOVED)) == 8)
+        # ext4 hands a freed inode number out again soon: create files until one has it.
+        new = None
+        for attempt in range(200):
+            candidate = write_clean(ext4_dir / f"new{attempt}", 8)
+            if os.stat(candidate).st_ino == old_uuid.ino:
+                new = candidate
+                break
+        assert new is not None, "ext4 did not reuse the inode number"
+        new_uuid = uuid_of(new)
+        assert new_uuid.gen != old_uuid.gen
+        read_pages(new)
+        got = await collect(task, lambda got: len(pages(got, new_uuid, Event.ADDED)) == 8)
+        assert not pages(got, old_uuid, Event.ADDED)  # nothing of the new file under the old

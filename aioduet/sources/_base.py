@@ -92,6 +92,9 @@ class Sink:
     """Paths walks saw for uncached files, when a source names inodes only (exact set)."""
     settlers: list[Callable[[], None]] = attrs.field(factory=list, init=False)
     """Event sources' ways to take in, at once, what the kernel has queued so far."""
+    inode_listeners: list[Callable[[int, int], None]] = attrs.field(factory=list, init=False)
+    """Told ``(dev, ino)`` when an inode number is learnt anew or unlearnt: its number may
+    now name another inode (a new generation), so what was cached of it is stale."""
     _checker: Checker | None = attrs.field(default=None, init=False)
     _mirror: Callable[[Sequence[Observation]], None] | None = attrs.field(default=None, init=False)
     _resolver: Callable[[int, int], tuple[str, int] | None] | None = attrs.field(
@@ -127,6 +130,9 @@ class Sink:
             known = (dev, ino) in index
             if index.add(dev, ino, path, nlink) and known:
                 moved.append((dev, ino))
+            if not known:
+                for listener in self.inode_listeners:
+                    listener(dev, ino)
         return moved
 
     def relocate(self, dev: int, ino: int, present: Sequence[tuple[int, int, int]]) -> None:
@@ -142,6 +148,9 @@ class Sink:
         self.index.discard(dev, ino, path)
         for key in self.store.keys_of(dev, ino):
             self.store.forget_relevance(key)
+        if path is None:
+            for listener in self.inode_listeners:
+                listener(dev, ino)
 
     def settle(self) -> None:
         """Take in every event the kernel has queued for the event sources so far.

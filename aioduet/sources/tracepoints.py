@@ -264,6 +264,7 @@ class TracepointSource:
                 fds.append(instance.open_pipe(cpu))
             self._counts.active = True
             self.sink.settlers.append(settle := partial(self._settle, fds, parser, instance))
+            self.sink.inode_listeners.append(self._forget_key)
             self._filters_reached_kernel(changes)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep_filters, instance, filters)
@@ -274,6 +275,8 @@ class TracepointSource:
             self._counts.active = False
             if settle in self.sink.settlers:
                 self.sink.settlers.remove(settle)
+            if self._forget_key in self.sink.inode_listeners:
+                self.sink.inode_listeners.remove(self._forget_key)
             self._refilter = None
             self._filters_reached_kernel(self._wanted)  # nobody waits for a stopped source
             self._instance = None
@@ -504,6 +507,10 @@ class TracepointSource:
             finally:
                 os.close(fd)
         return None
+
+    def _forget_key(self, dev: int, ino: int) -> None:
+        """The inode number may name a new inode now: find its generation again."""
+        self._keys.pop((_tracefs.kernel_dev(dev), ino), None)
 
     def _key_of(self, kdev: int, ino: int) -> Key:
         inode = (kdev, ino)
