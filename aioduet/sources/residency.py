@@ -750,9 +750,7 @@ class ResidencySource:
             batch.cost += 1
             moved = False
             if counts.cache != region.cache:
-                window = _cached_map(
-                    fd, region.count * _PAGE, region.first, counts.cache, batch
-                )
+                window = _cached_map(fd, region.count * _PAGE, region.first, counts.cache, batch)
                 cached[region.first : region.first + len(window)] = window
                 moved = True
             if counts.dirty != region.dirty:
