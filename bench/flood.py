@@ -157,11 +157,12 @@ def truth(root: Path) -> dict[tuple[int, int], tuple[str, set[int], set[int]]]:
             continue
         try:
             st = os.fstat(fd)
+            gen = _kernel.inode_generation(fd)
             cached = _pages(_kernel.page_runs(fd, st.st_size, "cache"))
             dirty = _pages(_kernel.page_runs(fd, st.st_size, "dirty"))
         finally:
             os.close(fd)
-        name = f"{path.relative_to(root)} ({-(-st.st_size // PAGE)} pages)"
+        name = f"{path.relative_to(root)} ({-(-st.st_size // PAGE)} pages, gen {gen})"
         found[(st.st_dev, st.st_ino)] = (name, cached, dirty)
     return found
 
@@ -184,6 +185,7 @@ def mismatches(views: list[Any], root: Path) -> list[str]:
                     f"task {number} {path}: cached {len(seen)} (kernel {len(cached)}; only"
                     f" seen {sorted(seen - cached)[:4]}, only kernel {sorted(cached - seen)[:4]}),"
                     f" dirty {len(seen_dirty)} (kernel {len(dirty)})"
+                    f"{f'; items of gen {state.uuid.gen}' if state else ''}"
                 )
         for key, state in view.files.items():
             if key not in kernel and state.cached:
