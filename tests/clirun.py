@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,3 +23,27 @@ def run_aioduet(
         check=False,
         cwd=cwd,
     )
+
+
+@contextlib.contextmanager
+def daemon_process(socket_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """``aioduet daemon`` (scan sources) on ``socket_path``, ready; killed on the way out."""
+    command = ["daemon", "--socket", str(socket_path), "--sources", "scan", "--interval", "0.05"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aioduet", *command], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        log = []
+        for line in process.stderr:  # ends if the daemon exits
+            log.append(line)
+            if " ready: " in line:
+                break
+        assert socket_path.exists(), "".join(log)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        assert process.stderr is not None
+        process.stderr.close()

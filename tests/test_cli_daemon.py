@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clirun import run_aioduet
+from clirun import daemon_process, run_aioduet
 from pagecache import read_pages, write_clean
 
 from aioduet._cli import build_parser
@@ -35,27 +35,9 @@ def _answers(path: Path) -> bool:
 @pytest.fixture
 def daemon(ext4_dir: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     path = ext4_dir / "run" / "d.sock"
-    command = ["daemon", "--socket", str(path), "--sources", "scan", "--interval", "0.05"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aioduet", *command],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        log = []
-        for line in process.stderr:  # ends if the daemon exits
-            log.append(line)
-            if " ready: " in line:
-                break
-        assert _answers(path), "".join(log)
+    with daemon_process(path) as process:
+        assert _answers(path)
         yield process, path
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        assert process.stderr is not None
-        process.stderr.close()
 
 
 def test_status_and_watch_go_through_the_daemon(

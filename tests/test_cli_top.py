@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import os
 import select
-import signal
 import struct
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clirun import run_aioduet
+from clirun import daemon_process, run_aioduet
 from pagecache import cached, read_pages, write_clean
 
 from aioduet import _kernel
@@ -93,27 +92,8 @@ def test_bad_options_are_rejected(ext4_dir: Path, option: list[str], message: st
 @pytest.fixture
 def daemon_socket(ext4_dir: Path) -> Iterator[Path]:
     path = ext4_dir / "run" / "d.sock"
-    command = ["daemon", "--socket", str(path), "--sources", "scan", "--interval", "0.05"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aioduet", *command], stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stderr is not None
-        log = []
-        for line in process.stderr:  # ends if the daemon exits
-            log.append(line)
-            if " ready: " in line:
-                break
-        assert path.exists(), "".join(log)
+    with daemon_process(path):
         yield path
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.communicate(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
 
 
 def test_once_over_the_daemon(daemon_socket: Path, ext4_dir: Path) -> None:
