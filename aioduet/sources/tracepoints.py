@@ -103,12 +103,19 @@ def unavailable_reason(tracefs: str = _tracefs.TRACEFS) -> str | None:
     return None
 
 
-def _bdi_name(st_dev: int) -> str | None:
-    """The backing-device name that writeback events record for a block device's files."""
-    base = f"/sys/dev/block/{os.major(st_dev)}:{os.minor(st_dev)}"
+def _bdi_name(st_dev: int, sysfs: str = "/sys") -> str | None:
+    """The backing-device name that writeback events record for a filesystem's files.
+
+    A block device's is its disk's; a filesystem on an anonymous device with a bdi of its
+    own (FUSE, NFS) has one named after the device, ``MAJ:MIN`` in /sys/class/bdi.
+    """
+    number = f"{os.major(st_dev)}:{os.minor(st_dev)}"
+    base = f"{sysfs}/dev/block/{number}"
     for link in (f"{base}/bdi", f"{base}/../bdi"):  # a partition's bdi is its disk's
         with contextlib.suppress(OSError):
             return os.path.basename(os.readlink(link))
+    if os.path.isdir(f"{sysfs}/class/bdi/{number}"):
+        return number
     return None
 
 
@@ -445,7 +452,11 @@ class TracepointSource:
         """The kernel dev of a writeback event's inode, from its bdi name."""
         devs = self._bdis.get(name.rstrip(b"\0"))
         if devs is None:
-            devs = sorted(set(self._devs.values()))
+            # A bdi no scope is known to have: the events are unfiltered because some scope's
+            # bdi is unknown, so they may be any device's. Only the scopes without a known
+            # bdi can be meant (a FUSE scope, named, must not take the backing disk's events).
+            named = {dev for found in self._bdis.values() for dev in found}
+            devs = sorted(set(self._devs.values()) - named)
         if len(devs) == 1:
             return _tracefs.kernel_dev(devs[0])
         for dev in devs:  # several candidates: the one that knows this inode

@@ -49,11 +49,6 @@ OBSERVER_FLUSH_EXACT = (
     "closing a path of it (tracepoints._key_of -> _handles.generation_at), and on a FUSE "
     "write-back-cache mount that close() writes the dirty pages back"
 )
-FOREIGN_WRITEBACK_EXACT = (
-    "exact set: a FUSE device has no block bdi, so writeback_dirty_folio is left unfiltered and "
-    "_dev_of_bdi attributes every device's events to the FUSE scope: the server's write to the "
-    "backing ext4 file (same inode number) comes out as DIRTY of the FUSE file"
-)
 
 
 @pytest.fixture
@@ -161,13 +156,7 @@ async def test_first_event_of_a_file_leaves_its_pages_dirty(
             os.fsync(fd)
 
 
-@pytest.mark.parametrize(
-    "sources",
-    [
-        "scan",
-        pytest.param("exact", marks=pytest.mark.xfail(strict=True, reason=FOREIGN_WRITEBACK_EXACT)),
-    ],
-)
+@pytest.mark.parametrize("sources", ["scan", "exact"])
 async def test_without_writeback_cache_writes_are_never_dirty(
     sources: str, writethrough_mount: Path
 ) -> None:

@@ -14,7 +14,7 @@ from aioduet import Event, _kernel
 from aioduet._paths import PathIndex
 from aioduet.sources import Sink
 from aioduet.sources import _tracefs as tf
-from aioduet.sources.tracepoints import TracepointSource
+from aioduet.sources.tracepoints import TracepointSource, _bdi_name
 from aioduet.store import Store
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kernel]
@@ -177,3 +177,32 @@ async def test_damon_evictions_appear_as_removed(rec: Recorder, ext4_dir: Path) 
     await rec.wait(key, lambda: bool(rec.with_bit(Event.REMOVED)), 150)
     with opened(path) as fd:
         assert _kernel.cachestat(fd).cache < 4096
+
+
+def test_bdi_names_of_block_and_anonymous_devices(tmp_path: Path) -> None:
+    # A fake sysfs: a partition 8:1 of disk 8:0, and FUSE's anonymous device 0:39 with a bdi
+    # of its own (the name its writeback events carry); 0:40 has none (tmpfs, for one).
+    (tmp_path / "class" / "bdi" / "8:0").mkdir(parents=True)
+    (tmp_path / "class" / "bdi" / "0:39").mkdir()
+    disk = tmp_path / "devices" / "sda"
+    (disk / "sda1").mkdir(parents=True)
+    (disk / "bdi").symlink_to(tmp_path / "class" / "bdi" / "8:0")
+    (tmp_path / "dev" / "block").mkdir(parents=True)
+    (tmp_path / "dev" / "block" / "8:1").symlink_to(disk / "sda1")
+    assert _bdi_name(os.makedev(8, 1), str(tmp_path)) == "8:0"
+    assert _bdi_name(os.makedev(0, 39), str(tmp_path)) == "0:39"
+    assert _bdi_name(os.makedev(0, 40), str(tmp_path)) is None
+
+
+def test_writeback_events_of_a_bdi_no_scope_has_are_not_credited_to_a_named_scope(
+    ext4_dir: Path,
+) -> None:
+    source = TracepointSource(Sink(Store(1), PathIndex()))
+    source.add_scope(str(ext4_dir))
+    source.filters()  # learns the scope's bdi name
+    dev = os.stat(ext4_dir).st_dev
+    own = _bdi_name(dev)
+    assert own is not None
+    assert source._dev_of_bdi(own.encode(), 12) == tf.kernel_dev(dev)
+    # Another device's events (a FUSE server writing to its backing disk, say): not ours.
+    assert source._dev_of_bdi(b"no-such-bdi", 12) is None
