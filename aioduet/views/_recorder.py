@@ -73,6 +73,8 @@ class _Declared:
     """The (regions, dirty) last written, to skip files whose items changed nothing."""
     activity: Activity = attrs.field(factory=Activity)
     """The file's activity at the last frame."""
+    state: FileResidency | None = None
+    """The view's state it was taken from (a reused inode number gets a new one)."""
 
 
 def _walk(root: str) -> list[tuple[str, int, int, int]]:
@@ -172,10 +174,11 @@ class _Recorder:
                 state.cached_in(i * size, size) for i in range(max(1, math.ceil(pages / size)))
             )
             dirty = state.dirty
-            activity = state.activity - entry.activity
+            baseline = entry.activity if entry.state is state else Activity()
+            activity = state.activity - baseline
             if (regions, dirty) == entry.written and activity == Activity():
                 continue
-            entry.written, entry.activity = (regions, dirty), state.activity
+            entry.written, entry.activity, entry.state = (regions, dirty), state.activity, state
             samples.append(FileSample(entry.file.id, size, regions, dirty, activity))
             paths[entry.file.path] = sum(regions)
         self.writer.frame(Frame(self.frames, t, tuple(samples), overflows))
