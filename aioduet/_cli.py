@@ -129,7 +129,7 @@ async def _watch(args: argparse.Namespace) -> int:
         mask = "|".join(state_names(args.mask))
         print(f"watching {task.path} for {mask} (Ctrl-C to stop)", file=sys.stderr)
         async with anyio.create_task_group() as group:
-            group.start_soon(until_signal, group.cancel_scope)
+            group.start_soon(until_signal, group.cancel_scope.cancel)
             group.start_soon(_report_scan, task)
             if args.duration is not None:
                 group.cancel_scope.deadline = anyio.current_time() + args.duration

@@ -10,10 +10,7 @@ import argparse
 import os
 import signal
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import anyio
+from typing import Any
 
 __all__ = [
     "at_least_one",
@@ -107,11 +104,11 @@ def in_loop(
     return run
 
 
-async def until_signal(scope: anyio.CancelScope) -> None:
-    """Cancel ``scope`` on the first SIGINT or SIGTERM."""
+async def until_signal(action: Callable[[], object]) -> None:
+    """Call ``action`` on the first SIGINT or SIGTERM (a scope's ``cancel``, say), then end."""
     import anyio  # noqa: PLC0415 - not when the parser is built (module docstring)
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
-            scope.cancel()
+            action()
             return

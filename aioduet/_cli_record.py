@@ -9,7 +9,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -18,11 +17,16 @@ from ._kernel import PAGE_SIZE
 from ._units import format_size
 
 if TYPE_CHECKING:
-    import anyio
-
     from .views import FrameSummary, Recording
 
-from ._cli_common import at_least_one, existing_directory, in_loop, positive, writable_file
+from ._cli_common import (
+    at_least_one,
+    existing_directory,
+    in_loop,
+    positive,
+    until_signal,
+    writable_file,
+)
 
 __all__ = ["configure_record", "configure_report"]
 
@@ -69,16 +73,6 @@ def configure_record(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=in_loop(_record))
 
 
-async def _stop_on_signal(stop: anyio.Event) -> None:
-    import anyio  # noqa: PLC0415 - not at start-up (module docstring)
-
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            print("stopping: taking a last frame", file=sys.stderr)
-            stop.set()
-            return
-
-
 async def _record(args: argparse.Namespace) -> int:
     import anyio  # noqa: PLC0415 - not at start-up (module docstring)
 
@@ -104,7 +98,12 @@ async def _record(args: argparse.Namespace) -> int:
         )
         stop = anyio.Event()
         async with anyio.create_task_group() as group:
-            group.start_soon(_stop_on_signal, stop)
+
+            def stop_now() -> None:
+                print("stopping: taking a last frame", file=sys.stderr)
+                stop.set()
+
+            group.start_soon(until_signal, stop_now)
             summary = await record(
                 duet,
                 args.path,

@@ -74,11 +74,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="print N snapshots, --refresh seconds apart, and exit",
     )
-    parser.set_defaults(run=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    return in_loop(_top)(args)
+    parser.set_defaults(run=in_loop(_top))
 
 
 async def _top(args: argparse.Namespace) -> int:
@@ -95,7 +91,7 @@ async def _top(args: argparse.Namespace) -> int:
         task = await duet.register("top", Event.EXISTS | Event.MODIFIED, args.path)
         model = TopModel(task.path, rows=args.rows, window=3 * args.refresh)
         async with anyio.create_task_group() as group:
-            group.start_soon(until_signal, group.cancel_scope)
+            group.start_soon(until_signal, group.cancel_scope.cancel)
             if live:
                 await _live(task, model, args.refresh, console, group.cancel_scope)
             else:
