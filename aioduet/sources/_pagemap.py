@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["and_", "diff", "from_runs", "runs"]
+__all__ = ["and_", "diff", "from_runs", "or_", "runs"]
 
 _ONES = re.compile(b"\x01+")
 
@@ -55,3 +55,9 @@ def and_(first: bytes | bytearray, second: bytes | bytearray) -> bytes:
     """Pages set in both maps (as long as the shorter one)."""
     pages = min(len(first), len(second))
     return _as_bytes(_as_int(first[:pages]) & _as_int(second[:pages]), pages)
+
+
+def or_(first: bytes | bytearray, second: bytes | bytearray) -> bytes:
+    """Pages set in either map (as long as the longer one)."""
+    pages = max(len(first), len(second))
+    return _as_bytes(_as_int(first) | _as_int(second), pages)

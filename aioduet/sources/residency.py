@@ -738,6 +738,8 @@ class ResidencySource:
             runs = _kernel.dirty_runs(fd, size, counts.dirty)
             batch.cost += _runs_cost(runs, pages)
             dirty = _pagemap.from_runs(runs, pages)
+            # A dirty page is in the cache, even in a folio mincore does not count.
+            cached = _pagemap.or_(cached, dirty)
         return gen, cached, dirty, _regions.initial(cached, dirty)
 
     def _refresh_regions(
@@ -760,6 +762,9 @@ class ResidencySource:
                 batch.cost += _runs_cost(runs, region.count)
                 local = [(first - region.first, count) for first, count in runs]
                 dirty[region.first : region.end] = _pagemap.from_runs(local, region.count)
+                for first, count in runs:  # dirty pages are cached (see _map)
+                    end = min(first + count, len(cached))
+                    cached[first:end] = b"\x01" * (end - first)
                 moved = True
             if moved:
                 region.cache, region.dirty, region.stable = counts.cache, counts.dirty, 0
