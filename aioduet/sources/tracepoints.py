@@ -9,7 +9,8 @@ filtered in the kernel by the devices of the scopes, read from the per-CPU binar
   up to order 9 since 6.16). Filter: ``s_dev``.
 * ``writeback/writeback_dirty_folio`` -> DIRTY. The event has the folio's first index but no
   order: the source remembers the order of every large folio it saw added (order-0 folios
-  cost nothing) and uses it; a folio added before the source started counts as one page.
+  cost nothing) and uses it; a folio added before the source started counts as one page,
+  and so does one split since (an event inside a remembered folio shows the split).
   Filter: the bdi name (``"254:0"``) of each scope's block device, where it has one.
 * ``writeback/sb_clear_inode_writeback`` (no folio of the inode is under writeback any more;
   filter ``dev``) and ``writeback/writeback_single_inode`` -> FLUSHED for the pages the source
@@ -19,7 +20,11 @@ filtered in the kernel by the devices of the scopes, read from the per-CPU binar
 
 Keys are ``(dev, ino, gen)``. The events carry no generation: it comes from
 ``FS_IOC_GETVERSION`` on a path of the inode in the sink's path index, or from the
-``resolve`` hook (file handles), and is cached per inode. **An inode with no known path is
+``resolve`` hook (file handles), and is cached per inode until the number changes hands.
+On ext4, ``ext4/ext4_free_inode`` and ``ext4/ext4_allocate_inode`` (filter ``dev``) say when
+that happens, in order with the page events, so a deleted file's last REMOVED carry its own
+generation and a new file's first ADDED the new one; elsewhere the cached generation is
+dropped when the path index learns or forgets the inode. **An inode with no known path is
 keyed with generation 0**, so its observations may not merge with those the residency source
 makes for it once its path is known.
 
@@ -64,12 +69,16 @@ DELETE = "filemap/mm_filemap_delete_from_page_cache"
 DIRTY = "writeback/writeback_dirty_folio"
 CLEAR = "writeback/sb_clear_inode_writeback"
 SINGLE = "writeback/writeback_single_inode"
+FREE = "ext4/ext4_free_inode"
+ALLOC = "ext4/ext4_allocate_inode"
 EVENTS: dict[str, tuple[str, ...]] = {
     ADD: ("i_ino", "index", "s_dev", "order"),
     DELETE: ("i_ino", "index", "s_dev", "order"),
     DIRTY: ("name", "ino", "index"),
     CLEAR: ("dev", "ino"),
     SINGLE: ("name", "ino", "wrote"),
+    FREE: ("dev", "ino"),
+    ALLOC: ("dev", "ino"),
 }
 """The events used, with the fields read from each (names from their ``format`` files)."""
 
@@ -84,6 +93,23 @@ _MAX_ORDER = 20
 """Above any folio a page cache holds (the largest, hugetlbfs' 1 GiB pages on x86-64 or 16 GiB
 on 64 KiB-page arm64, are order 18): a larger ``order`` is a corrupted record, not a run of
 ``1 << order`` pages to walk."""
+
+
+def _drop_covering(folios: dict[int, int], index: int) -> None:
+    """Forget the large folio that covers ``index`` without starting there: it was split.
+
+    A folio of order ``o`` starts at a multiple of ``2 ** o``, so the only candidate of each
+    order is ``index`` rounded down to one; a few lookups, whatever the file.
+    """
+    order = 1
+    while order <= _MAX_ORDER:
+        start = index >> order << order
+        if start != index and folios.get(start) == order:
+            del folios[start]
+            return
+        if not start:
+            return
+        order += 1
 
 
 def unavailable_reason(tracefs: str = _tracefs.TRACEFS) -> str | None:
@@ -156,6 +182,8 @@ class TracepointSource:
     _orders: dict[tuple[int, int], dict[int, int]] = attrs.field(init=False, factory=dict)
     _dirty: dict[tuple[int, int], dict[int, int]] = attrs.field(init=False, factory=dict)
     _bdis: dict[bytes, list[int]] = attrs.field(init=False, factory=dict)
+    _lifecycle: set[int] = attrs.field(init=False, factory=set)
+    """Kernel devs whose inodes' frees and allocations the events have shown (ext4)."""
     _counts: SourceCounters = attrs.field(init=False, factory=SourceCounters)
     _events: int = attrs.field(init=False, default=0)
 
@@ -224,6 +252,8 @@ class TracepointSource:
             CLEAR: " || ".join(f"dev == {k}" for k in kdevs),
             DIRTY: by_name or ("" if devs else 'name == "-"'),
             SINGLE: by_name or ("" if devs else 'name == "-"'),
+            FREE: " || ".join(f"dev == {k}" for k in kdevs),
+            ALLOC: " || ".join(f"dev == {k}" for k in kdevs),
         }
 
     def _apply_filters(self, instance: _tracefs.Instance, filters: dict[str, str]) -> None:
@@ -372,7 +402,7 @@ class TracepointSource:
 
     # -- records -------------------------------------------------------------------------
 
-    def handle(self, records: list[tuple[Any, ...]]) -> None:  # noqa: PLR0912 - one inlined hot loop
+    def handle(self, records: list[tuple[Any, ...]]) -> None:
         """Turn parsed records (one CPU's, in order) into observations for the sink."""
         ids = self._ids
         add_id, del_id = ids.get(ADD, -1), ids.get(DELETE, -1)
@@ -392,13 +422,8 @@ class TracepointSource:
                     continue
                 count = 1 << order
                 inode = (kdev, ino)
-                if order:
-                    if kind == add_id:
-                        orders.setdefault(inode, {})[index] = order
-                    else:
-                        folios = orders.get(inode)
-                        if folios is not None and folios.pop(index, 0) and not folios:
-                            del orders[inode]
+                if order or inode in orders:
+                    self._track_folio(inode, index, order, added=kind == add_id)
                 if kind == del_id and inode in self._dirty:
                     self._undirty(inode, index, count)
                 if kind == run_kind and ino == run_ino and kdev == run_dev and index == run_end:
@@ -414,7 +439,7 @@ class TracepointSource:
                 append((key_of(run_dev, run_ino), run_first, run_end - run_first,
                         _ADDED if run_kind == add_id else _REMOVED))  # fmt: skip
                 run_kind = -1
-            self._writeback(record, append)
+            self._other(record, append)
         if run_kind >= 0:
             append((key_of(run_dev, run_ino), run_first, run_end - run_first,
                     _ADDED if run_kind == add_id else _REMOVED))  # fmt: skip
@@ -427,7 +452,23 @@ class TracepointSource:
             self._counts.overflows += 1
             self.sink.lost(None)
 
-    def _writeback(self, record: tuple[Any, ...], append: Callable[[Observation], None]) -> None:
+    def _track_folio(self, inode: tuple[int, int], index: int, order: int, *, added: bool) -> None:
+        """Remember the orders of an inode's large folios, as they are added and deleted."""
+        folios = self._orders.get(inode)
+        if folios is not None:
+            if index not in folios:
+                _drop_covering(folios, index)
+            if not added:
+                folios.pop(index, None)
+        if order and added:
+            if folios is None:
+                folios = self._orders[inode] = {}
+            folios[index] = order
+        elif folios is not None and not folios:
+            del self._orders[inode]
+
+    def _other(self, record: tuple[Any, ...], append: Callable[[Observation], None]) -> None:
+        """A record other than a page's add or delete: writeback, or an inode's life."""
         kind = record[0]
         ids = self._ids
         if kind == ids.get(DIRTY):
@@ -447,6 +488,15 @@ class TracepointSource:
             kdev = self._dev_of_bdi(name, ino)
             if kdev is not None:
                 self._flush((kdev, ino), append, verified_only=True)
+        elif kind == ids.get(FREE) or kind == ids.get(ALLOC):
+            # The number changes hands here, in order with the pages' events: what came
+            # before was the old inode's (its key is still cached), what follows the new's.
+            _, kdev, ino = record
+            inode = (kdev, ino)
+            self._keys.pop(inode, None)
+            self._orders.pop(inode, None)
+            self._dirty.pop(inode, None)
+            self._lifecycle.add(kdev)
 
     def _dev_of_bdi(self, name: bytes, ino: int) -> int | None:
         """The kernel dev of a writeback event's inode, from its bdi name."""
@@ -520,8 +570,15 @@ class TracepointSource:
         return None
 
     def _forget_key(self, dev: int, ino: int) -> None:
-        """The inode number may name a new inode now: find its generation again."""
-        self._keys.pop((_tracefs.kernel_dev(dev), ino), None)
+        """The inode number may name a new inode now: find its generation again.
+
+        Not on a device whose inodes' lives the kernel reports (ext4): there the key is
+        dropped in order with the events, and dropping it now, ahead of the old inode's last
+        events, would leave those without a generation.
+        """
+        kdev = _tracefs.kernel_dev(dev)
+        if kdev not in self._lifecycle:
+            self._keys.pop((kdev, ino), None)
 
     def _key_of(self, kdev: int, ino: int) -> Key:
         inode = (kdev, ino)
