@@ -191,6 +191,10 @@ class Client(_abc.Duet):
             await call.done.wait()
         except BaseException:
             call.abandoned = True
+            if call.done.is_set() and call.error is None and isinstance(call.result, RemoteTask):
+                # Answered and adopted, but the caller was cancelled before it resumed: it
+                # never gets the task, so the daemon must not keep it.
+                self._forget(call.result)
             raise
         if call.error is not None:
             raise call.error

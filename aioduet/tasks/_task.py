@@ -322,7 +322,13 @@ class Registration(_abc.Registration):
         return self._ready().__await__()
 
     async def _ready(self) -> Task:
-        await anyio.lowlevel.checkpoint()
+        try:
+            await anyio.lowlevel.checkpoint()
+        except BaseException:
+            # The caller is cancelled and never gets the task: nobody could close it, and it
+            # would hold its slot and scopes until the framework closes.
+            await self.task.aclose()
+            raise
         return self.task
 
     async def __aenter__(self) -> Task:
