@@ -172,8 +172,7 @@ class CountingChecker:
 
 
 class _NoIntro:
-    def witness(self, observations: object) -> None:
-        pass
+    slot = 0
 
     def looking(self) -> None:
         pass

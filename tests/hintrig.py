@@ -49,7 +49,8 @@ class FakeChecker:
 class NoIntro:
     """A registration scan that a hint source must never feed."""
 
-    def witness(self, observations: Sequence[Observation]) -> None:
+    @property
+    def slot(self) -> int:
         raise AssertionError("a hint source does not scan")
 
     def looking(self) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import pytest
-from pagecache import make_tree, read_pages, write_clean
+from pagecache import evict, make_tree, read_pages, uuid_of, write_clean
+from taskitems import collect, pages
 
 import aioduet
 from aioduet import Event, _kernel
@@ -267,3 +268,26 @@ def test_source_names_may_come_in_one_comma_separated_string() -> None:
     assert resolve_sources("residency") == ("residency",)
     with pytest.raises(ValueError, match="unknown source 'magic'"):
         resolve_sources("residency,magic")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_task_registered_after_an_unseen_eviction_sees_the_next_read(
+    ext4_dir: Path,
+) -> None:
+    # The scan source still thinks the file cached when the second task registers: its scan
+    # finds it evicted and tells the first task REMOVED. Told to the new task too (which never
+    # heard of the pages), that REMOVED cancelled the ADDED of the next read, and the new
+    # task never learnt the file was cached (found by tests/test_cancellation.py).
+    data = write_clean(ext4_dir / "data", 8)
+    uuid = uuid_of(data)
+    async with aioduet.open_duet("scan", interval=3600) as duet:
+        first = await duet.register("first", Event.EXISTS, ext4_dir)
+        await first.wait_scanned()
+        assert read_pages(data) == 8
+        await collect(first, lambda got: pages(got, uuid, Event.ADDED) == set(range(8)))
+        evict(data)
+        second = await duet.register("second", Event.EXISTS, ext4_dir)
+        await second.wait_scanned()
+        assert read_pages(data) == 8
+        got = await collect(second, lambda got: pages(got, uuid, Event.ADDED) == set(range(8)))
+        assert not pages(got, uuid, Event.REMOVED)

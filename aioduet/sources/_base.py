@@ -21,10 +21,15 @@ class Introduction(Protocol):
 
     Until the scan covers a file, the new task is not told of the file's changes at all; from
     then on it is, like every other task. So, for each batch, a source calls :meth:`cover`
-    with the files it checked, then hands its usual observations to the sink, then calls
-    :meth:`deliver` with the rest of those files' current state: the task hears of every
-    cached page exactly once.
+    with the files it checked, then hands its usual observations to the sink for every task
+    but :attr:`slot`, then calls :meth:`deliver` with those files' current state: the task
+    hears of every cached page exactly once, and never of a change from a state it was not
+    told (a REMOVED it never had the ADDED of would cancel the ADDED of the next read).
     """
+
+    @property
+    def slot(self) -> int:
+        """The new task's slot in the store."""
 
     def looking(self) -> None:
         """A batch of the scan is about to look at files (in a worker thread)."""
@@ -33,10 +38,7 @@ class Introduction(Protocol):
         """The scan has reached these ``(dev, ino)``."""
 
     def deliver(self, observations: Sequence[Observation]) -> None:
-        """The current state of covered files that no observation announced."""
-
-    def witness(self, observations: Sequence[Observation]) -> None:
-        """Observations of a batch that went to every task, this one included (once covered)."""
+        """The current state of covered files, for the new task only."""
 
 
 PathNote = tuple[int, int, int, str]
@@ -162,13 +164,15 @@ class Sink:
         for settle in self.settlers:
             settle()
 
-    def ingest(self, observations: Sequence[Observation], *, mirror: bool = True) -> None:
-        """Hand observations to every task they are relevant to.
+    def ingest(
+        self, observations: Sequence[Observation], *, mirror: bool = True, but: int | None = None
+    ) -> None:
+        """Hand observations to every task they are relevant to (but the slot ``but``).
 
         With a mirror attached (the residency source when another source is the exact one),
         the mirror learns them too, unless ``mirror`` is False (its own observations).
         """
-        self.store.ingest(observations)
+        self.store.ingest(observations, but=but)
         if mirror and self._mirror is not None:
             self._mirror(observations)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["and_", "diff", "from_runs", "or_", "runs"]
+__all__ = ["diff", "from_runs", "or_", "runs"]
 
 _ONES = re.compile(b"\x01+")
 
@@ -49,12 +49,6 @@ def diff(
     pages = max(len(old), len(new))
     a, b = _as_int(old), _as_int(new)
     return runs(_as_bytes(b & ~a, pages)), runs(_as_bytes(a & ~b, pages))
-
-
-def and_(first: bytes | bytearray, second: bytes | bytearray) -> bytes:
-    """Pages set in both maps (as long as the shorter one)."""
-    pages = min(len(first), len(second))
-    return _as_bytes(_as_int(first[:pages]) & _as_int(second[:pages]), pages)
 
 
 def or_(first: bytes | bytearray, second: bytes | bytearray) -> bytes:

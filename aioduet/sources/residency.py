@@ -496,9 +496,7 @@ class ResidencySource:
         if intro is not None:
             intro.cover(batch.walked)
         if batch.observations:
-            sink.ingest(batch.observations, mirror=False)
-            if intro is not None:
-                intro.witness(batch.observations)
+            sink.ingest(batch.observations, mirror=False, but=None if intro is None else intro.slot)
         if batch.intro and intro is not None:
             intro.deliver(batch.intro)
         for dev, ino, gen in batch.gone:
@@ -794,9 +792,9 @@ class ResidencySource:
         # Pages no longer dirty were written back, whether or not they are still cached (a
         # page written back and evicted within one interval is REMOVED and FLUSHED).
         out.extend((key, first, count, _FLUSHED) for first, count in cleaned)
-        if intro:
-            batch.add_runs(batch.intro, key, _pagemap.and_(old_cached, cached), _ADDED)
-            batch.add_runs(batch.intro, key, _pagemap.and_(old_dirty, dirty), _DIRTY)
+        if intro:  # the new task hears the current state (the diffs go to the others)
+            batch.add_runs(batch.intro, key, cached, _ADDED)
+            batch.add_runs(batch.intro, key, dirty, _DIRTY)
         has_dirty = bool(dirty.count(1))
         if has_dirty or cached.count(1):
             self._known[ident] = fresh

@@ -161,9 +161,13 @@ class Store:
 
     # -- ingest --------------------------------------------------------------------------
 
-    def ingest(self, observations: Iterable[Observation]) -> None:
-        """Merge observations into the store, for every task they are relevant to."""
-        self._ingest(observations, -1)
+    def ingest(self, observations: Iterable[Observation], *, but: int | None = None) -> None:
+        """Merge observations into the store, for every task they are relevant to.
+
+        ``but`` is a slot left out (a registration scan tells its task the current state of
+        the files instead: the changes from what others knew are not changes to it).
+        """
+        self._ingest(observations, -1 if but is None else ~(NIBBLE << (4 * but)))
 
     def ingest_for(self, slot: int, observations: Iterable[Observation]) -> None:
         """Merge observations for one slot only (a registration scan's initial state)."""

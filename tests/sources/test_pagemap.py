@@ -42,8 +42,10 @@ def test_diff_is_set_difference(old: bytes, new: bytes) -> None:
 
 
 @given(maps, maps)
-def test_and_is_intersection(first: bytes, second: bytes) -> None:
-    assert pages(_pagemap.and_(first, second)) == pages(first) & pages(second)
+def test_or_is_union(first: bytes, second: bytes) -> None:
+    union = _pagemap.or_(first, second)
+    assert pages(union) == pages(first) | pages(second)
+    assert len(union) == max(len(first), len(second))
 
 
 def test_from_runs_clips_past_the_end() -> None:
