@@ -430,18 +430,21 @@ class TracepointSource:
                     run_end += count
                     continue
                 if run_kind >= 0:
-                    append((key_of(run_dev, run_ino), run_first, run_end - run_first,
+                    append((key_of(run_dev, run_ino, run_kind == del_id), run_first,
+                            run_end - run_first,
                             _ADDED if run_kind == add_id else _REMOVED))  # fmt: skip
                 run_kind, run_dev, run_ino = kind, kdev, ino
                 run_first, run_end = index, index + count
                 continue
             if run_kind >= 0:
-                append((key_of(run_dev, run_ino), run_first, run_end - run_first,
+                append((key_of(run_dev, run_ino, run_kind == del_id), run_first,
+                        run_end - run_first,
                         _ADDED if run_kind == add_id else _REMOVED))  # fmt: skip
                 run_kind = -1
             self._other(record, append)
         if run_kind >= 0:
-            append((key_of(run_dev, run_ino), run_first, run_end - run_first,
+            append((key_of(run_dev, run_ino, run_kind == del_id), run_first,
+                    run_end - run_first,
                     _ADDED if run_kind == add_id else _REMOVED))  # fmt: skip
         if obs:
             self._counts.observations += len(obs)
@@ -580,12 +583,23 @@ class TracepointSource:
         if kdev not in self._lifecycle:
             self._keys.pop((kdev, ino), None)
 
-    def _key_of(self, kdev: int, ino: int) -> Key:
+    def _key_of(self, kdev: int, ino: int, removing: bool = False) -> Key:
+        """The key of an event's inode: cached, else found now (by path, or file handle).
+
+        Pages that leave the cache belong to the inode the tasks were told about, the key
+        the store holds: looked up now, a path or handle may already lead to a new inode
+        that has the number (a file deleted and its number reused before the drain).
+        """
         inode = (kdev, ino)
         key = self._keys.get(inode)
         if key is not None:
             return key
         dev = _tracefs.user_dev(kdev)
+        if removing:
+            held = self.sink.store.keys_of(dev, ino)
+            if held:
+                key = self._keys[inode] = held[0]
+                return key
         gen: int | None = None
         for path in self.sink.index.paths(dev, ino):
             found = generation_at(path, dev, ino)

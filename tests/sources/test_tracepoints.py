@@ -271,3 +271,18 @@ def test_an_inode_number_changes_hands_in_order_with_the_page_events() -> None:
     assert s.handle(s.delete(9, 0), s.life(tp.FREE, 9)) == [(90, 0, 1, removed)]
     # A new file gets the number: its pages carry its own generation.
     assert s.handle(s.life(tp.ALLOC, 9), s.add(9, 3)) == [(91, 3, 1, added)]
+
+
+def test_a_deleted_page_belongs_to_the_inode_the_tasks_know() -> None:
+    # The file was deleted and its number given to a new file before the events were read:
+    # by path or by handle the number now leads to the new inode, but the pages deleted are
+    # those of the inode the store holds (the faults tests found the new file's ADDED
+    # cancelled by the old file's REMOVED under the new generation).
+    s = Scripted()
+    s.store.ingest([((s.DEV, 9, 90), 0, 1, int(Event.ADDED))])
+    s.store.drain(s.slot, 1 << 30)
+    s.gens[9] = 91
+    assert s.handle(s.delete(9, 0), s.life(tp.FREE, 9), s.life(tp.ALLOC, 9), s.add(9, 0)) == [
+        (90, 0, 1, int(Event.REMOVED)),
+        (91, 0, 1, int(Event.ADDED)),
+    ]
