@@ -32,6 +32,7 @@ from .sources import (
 )
 from .store import Key, Observation, Store
 from .tasks import Registration, Task
+from .tasks._task import TaskHost
 
 __all__ = ["Duet", "checked_directory", "open_duet", "validate_mask"]
 
@@ -112,8 +113,18 @@ class Duet(_abc.Duet):
     _state: str = attrs.field(init=False, default="new")
     _failures: dict[str, int] = attrs.field(init=False, factory=dict)
     _failure_text: dict[str, str] = attrs.field(init=False, factory=dict)
-    _resolvers: dict[str, tuple[HandleResolver, int]] = attrs.field(init=False, factory=dict)
-    """File-handle resolvers by registered root, with their registration counts (exact set)."""
+    _resolvers: dict[tuple[int, int], tuple[HandleResolver, int]] = attrs.field(
+        init=False, factory=dict
+    )
+    """File-handle resolvers by watched directory ``(dev, ino)``, with their registration
+    counts (exact set). By directory, not path: a directory made again at a removed one's
+    path is another directory."""
+    _watched: dict[int, str] = attrs.field(init=False, factory=dict)
+    """The path the sources watch for each task's slot: its own path, or, when the task's
+    directory is one that another task registered by another path (a bind mount), that
+    task's path: sources must not watch one directory twice under two names."""
+    _by_inode: dict[tuple[int, int], tuple[str, int]] = attrs.field(init=False, factory=dict)
+    """Watched paths by directory ``(dev, ino)``, with the number of tasks on each."""
 
     def __attrs_post_init__(self) -> None:
         self.store = Store(self.max_tasks, relevance=self._relevance, notify=self._notify)
@@ -127,7 +138,9 @@ class Duet(_abc.Duet):
         """A path under some task's root, and the generation, of an inode; learnt by the index."""
         hints = self._sink.path_hints
         hint = None if hints is None else hints.take(dev, ino)
-        if hint is not None and any(is_under(hint[0], root) for root in self._resolvers):
+        if hint is not None and any(
+            is_under(hint[0], r.root) for r, _count in self._resolvers.values()
+        ):
             found = _confirm(hint, dev, ino)
             if found is not None:
                 self.index.add(dev, ino, hint[0], found[1])
@@ -138,6 +151,12 @@ class Duet(_abc.Duet):
             if gen is not None:
                 assert path is not None
                 return path, gen
+        # No path leads to the inode any more: it was deleted, and these are its pages
+        # leaving the cache. Its tasks know it by the key the store holds; an unknown
+        # generation (0) would make a key of its own and leave their pages cached forever.
+        for key in self.store.keys_of(dev, ino):
+            paths = self.index.paths(dev, ino)
+            return (paths[0] if paths else ""), key[2]
         return None
 
     def _learn_path(self, resolver: HandleResolver, dev: int, ino: int) -> str | None:
@@ -168,26 +187,27 @@ class Duet(_abc.Duet):
             # happens to it meanwhile is checked again once the scan covered it.
             intro.missed.add((key[0], key[1]))
             return None
-        answer = self.index.under(key[0], key[1], task.path)
-        held = self._resolvers.get(task.path)
+        watched = self._watched[slot]
+        answer = self.index.under(key[0], key[1], watched)
+        held = self._resolvers.get((task._root.dev, task._root.ino))
         if answer is None and held is not None:
             # An inode no source has a path for (exact set): ask its file handle, and learn
             # the path for get_path.
-            answer = held[0].relevant(key[0], key[1], key[2], task.path)
+            answer = held[0].relevant(key[0], key[1], key[2], watched)
             if answer:  # learn the path (for get_path); the generation is not needed here
                 self._learn_path(held[0], key[0], key[1])
         exclude = self._options.exclude
         if answer and exclude:
             # The exact source reports inodes wherever they are: drop the excluded ones.
-            paths = [p for p in self.index.paths(key[0], key[1]) if is_under(p, task.path)]
-            answer = not all(exclude.covers(p, task.path) for p in paths)
+            paths = [p for p in self.index.paths(key[0], key[1]) if is_under(p, watched)]
+            answer = not all(exclude.covers(p, watched) for p in paths)
         return answer
 
     def _overflow(self, root: str | None) -> None:
         """Observations under ``root`` were lost: OVERFLOW to every task whose scope overlaps."""
         slots = 0
-        for slot, task in self._tasks.items():
-            if root is None or is_under(task.path, root) or is_under(root, task.path):
+        for slot, watched in self._watched.items():
+            if root is None or is_under(watched, root) or is_under(root, watched):
                 slots |= 1 << slot
         if slots:
             self.store.signal_overflow(slots)
@@ -202,7 +222,13 @@ class Duet(_abc.Duet):
     async def __aenter__(self) -> Duet:
         if self._state != "new":
             raise RuntimeError("a framework can be opened only once")
-        if not _kernel.cachestat_supported():
+        try:
+            supported = _kernel.cachestat_supported()
+        except OSError as exc:  # the probe opens a file: EMFILE, ENFILE
+            raise SourceUnavailable(
+                exc.errno, f"cannot start: {exc.strerror}{_fd_limit_hint(exc.errno)}"
+            ) from exc
+        if not supported:
             raise SourceUnavailable(
                 errno.ENOSYS, "cachestat is unavailable here (Linux >= 6.5 is needed)"
             )
@@ -230,6 +256,8 @@ class Duet(_abc.Duet):
             task._end()
         self._tasks.clear()
         self._intros.clear()
+        self._watched.clear()
+        self._by_inode.clear()
         for resolver, _count in self._resolvers.values():
             resolver.close()
         self._resolvers.clear()
@@ -252,15 +280,23 @@ class Duet(_abc.Duet):
             except Exception as exc:
                 if not started.done:
                     raise
-                self._failures[source.name] = self._failures.get(source.name, 0) + 1
-                self._failure_text[source.name] = f"{type(exc).__name__}: {exc}"
-                logger.exception("source %r failed; restarting in %.1f s", source.name, delay)
+                self._failed(source, exc, f"failed; restarting in {delay:.1f} s")
                 # Its observations were lost: OVERFLOW to every task, and a rescan.
                 self._sink.lost(None)
             else:
                 return
             await anyio.sleep(delay)
             delay = min(delay * 2, _RESTART_DELAY_MAX)
+
+    def _failed(self, source: Source, exc: Exception, what: str) -> None:
+        """Count and log a source's failure; ``status()`` shows it as its last error."""
+        leaf: BaseException = exc
+        # Sources run task groups: the error that matters is the one inside the group.
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        self._failures[source.name] = self._failures.get(source.name, 0) + 1
+        self._failure_text[source.name] = f"{type(leaf).__name__}: {leaf}"
+        logger.error("source %r %s", source.name, what, exc_info=exc)
 
     def _source_status(self, source: Source) -> SourceStatus:
         status = source.status()
@@ -322,32 +358,60 @@ class Duet(_abc.Duet):
                 f"cannot register {name!r}: the framework already runs {self.max_tasks} tasks"
                 " (raise max_tasks in open_duet())"
             )
-        task = Task(next(self._ids), name, event, root, slot=slot, root=root_uuid, host=self)
+        directory = (root_uuid.dev, root_uuid.ino)
+        watched, count = self._by_inode.get(directory, (root, 0))
+        self._by_inode[directory] = (watched, count + 1)
+        host: TaskHost = self if watched == root else _Alias(self, watched, root)
+        task = Task(next(self._ids), name, event, root, slot=slot, root=root_uuid, host=host)
         self._tasks[slot] = task
-        if "tracepoints" in self._source_names:
-            self._hold_resolver(root)
-        for source in self._sources:
-            source.add_scope(root)
+        self._watched[slot] = watched
+        added: list[Source] = []
+        holding = False
+        try:
+            if "tracepoints" in self._source_names:
+                self._hold_resolver(directory, watched)
+                holding = True
+            for source in self._sources:
+                source.add_scope(watched)
+                added.append(source)
+        except BaseException:
+            # A source refused the scope: nothing of the task stays registered.
+            self._unregister(task, added, resolver=holding)
+            raise
         intro = self._intros[slot] = _Introduction(
-            self.store, task, slot, recheck=self._recheck_later
+            self.store, task, slot, watched, recheck=self._recheck_later
         )
         self._group.start_soon(self._introduce, intro)
         return Registration(task)
 
-    def _hold_resolver(self, root: str) -> None:
-        held = self._resolvers.get(root)
+    def _hold_resolver(self, directory: tuple[int, int], root: str) -> None:
+        held = self._resolvers.get(directory)
         if held is not None:
-            self._resolvers[root] = (held[0], held[1] + 1)
+            self._resolvers[directory] = (held[0], held[1] + 1)
             return
         resolver = HandleResolver.open(root)
         if not resolver.available:
             logger.warning("no file handles under %s: %s", root, resolver.reason)
-        self._resolvers[root] = (resolver, 1)
+        self._resolvers[directory] = (resolver, 1)
 
     async def _introduce(self, intro: _Introduction) -> None:
         with intro.scope:
             for source in self._sources:
-                await source.introduce(intro.task.path, intro)
+                delay = _RESTART_DELAY
+                while True:
+                    try:
+                        await source.introduce(intro.watched, intro)
+                        break
+                    except Exception as exc:
+                        # One task's scan must not bring the framework down: the task hears
+                        # that it may miss something (OVERFLOW) and the scan starts again.
+                        what = f"failed a registration scan; again in {delay:.1f} s"
+                        self._failed(source, exc, what)
+                        if self._tasks.get(intro.slot) is intro.task:  # not another's slot
+                            self.store.signal_overflow(1 << intro.slot)
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, _RESTART_DELAY_MAX)
+            intro.finish()
         intro.task._mark_scanned()
         if self._intros.get(intro.slot) is intro:
             del self._intros[intro.slot]
@@ -366,12 +430,13 @@ class Duet(_abc.Duet):
         look (already in it) or after it, and either way nothing is reported twice.
         """
         task = intro.task
+        watched = intro.watched
         reported = {inode: intro.reported.pop(inode, []) for inode in inodes}
         located = [
             (dev, ino, path, reported[dev, ino])
             for dev, ino in inodes
             for path in self.index.paths(dev, ino)[:1]
-            if is_under(path, task.path)
+            if is_under(path, watched)
         ]
         observations = await anyio.to_thread.run_sync(_changes_since, located)
         if observations and not task.closed and self._tasks.get(intro.slot) is task:
@@ -379,6 +444,10 @@ class Duet(_abc.Duet):
 
     def release(self, task: Task) -> None:
         """Deregister ``task`` (called by :meth:`Task.aclose`)."""
+        self._unregister(task, self._sources, resolver=True)
+
+    def _unregister(self, task: Task, sources: Sequence[Source], *, resolver: bool) -> None:
+        """Forget ``task``: its slot, its scope in ``sources``, its hold on a resolver."""
         slot = task._slot
         if self._tasks.get(slot) is not task:
             return
@@ -386,15 +455,22 @@ class Duet(_abc.Duet):
         if intro is not None:
             intro.scope.cancel()
         del self._tasks[slot]
+        watched = self._watched.pop(slot)
+        directory = (task._root.dev, task._root.ino)
+        count = self._by_inode[directory][1]
+        if count > 1:
+            self._by_inode[directory] = (watched, count - 1)
+        else:
+            del self._by_inode[directory]
         self.store.remove_slot(slot)
-        for source in self._sources:
-            source.remove_scope(task.path)
-        held = self._resolvers.get(task.path)
+        for source in sources:
+            source.remove_scope(watched)
+        held = self._resolvers.get(directory) if resolver else None
         if held is not None:
             if held[1] > 1:
-                self._resolvers[task.path] = (held[0], held[1] - 1)
+                self._resolvers[directory] = (held[0], held[1] - 1)
             else:
-                del self._resolvers[task.path]
+                del self._resolvers[directory]
                 held[0].close()
 
     # -- status ----------------------------------------------------------------------------
@@ -413,6 +489,15 @@ class Duet(_abc.Duet):
             sources=tuple(self._source_status(source) for source in self._sources),
             store=self.store.statistics(),
         )
+
+
+def _fd_limit_hint(code: int | None) -> str:
+    """What to raise when ``code`` says that no file descriptor was left."""
+    if code == errno.EMFILE:
+        return " (this process has as many fds open as its RLIMIT_NOFILE allows)"
+    if code == errno.ENFILE:
+        return " (the system's file table is full: see /proc/sys/fs/file-max)"
+    return ""
 
 
 def _changes_since(located: list[tuple[int, int, str, list[Observation]]]) -> list[Observation]:
@@ -478,22 +563,39 @@ class _Introduction:
     store: Store
     task: Task
     slot: int
+    watched: str
+    """The path the sources watch for the task (see ``Duet._watched``)."""
     recheck: Callable[[_Introduction, list[tuple[int, int]]], None]
     covered: set[tuple[int, int]] = attrs.field(factory=set)
     missed: set[tuple[int, int]] = attrs.field(factory=set)
     """Inodes with events while not covered yet: looked at again once covered."""
+    passed: set[tuple[int, int]] = attrs.field(factory=set)
+    """Inodes with events before a look that may not reach them: looked at by :meth:`finish`
+    unless the scan covers them."""
     reported: dict[tuple[int, int], list[Observation]] = attrs.field(factory=dict)
     """What the scan reported of the inodes looked at again (their recheck reports the rest)."""
     scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
 
     def looking(self) -> None:
         # Every file not covered yet is looked at from now on: what happened to it so far
-        # will show in that look, and a recheck would report it a second time.
+        # will show in that look, and a recheck would report it a second time. Unless the
+        # scan never reaches the file (created in a directory it listed already).
+        self.passed |= self.missed
         self.missed.clear()
+
+    def finish(self) -> None:
+        """The scan is over: files that had events but that it never reached (created, or
+        renamed into a directory it had listed) are looked at once more, as if covered late:
+        their events were held back from the task."""
+        leftover = (self.passed | self.missed) - self.covered
+        self.passed.clear()
+        self.missed = leftover
+        self.cover(leftover)
 
     def cover(self, inodes: Iterable[tuple[int, int]]) -> None:
         fresh = set(inodes)
         self.covered.update(fresh)
+        self.passed.difference_update(fresh)
         late = [inode for inode in fresh if inode in self.missed]
         if late:
             self.missed.difference_update(late)
@@ -512,6 +614,49 @@ class _Introduction:
                 runs = self.reported.get(observation[0][:2])
                 if runs is not None:
                     runs.append(observation)
+
+
+@attrs.define(eq=False)
+class _Alias:
+    """The framework as a task on a bind mount of a watched directory sees it.
+
+    Sources watch the directory under the path another task registered; this task's paths
+    are under its own: ``get_path`` answers with those, never with the other path.
+    """
+
+    duet: Duet
+    watched: str
+    alias: str
+
+    @property
+    def store(self) -> Store:
+        return self.duet.store
+
+    @property
+    def index(self) -> PathIndex:
+        return _AliasIndex(self.duet.index, self.watched, self.alias)
+
+    def release(self, task: Task) -> None:
+        self.duet.release(task)
+
+    def locate(self, dev: int, ino: int) -> None:
+        self.duet.locate(dev, ino)
+
+
+class _AliasIndex(PathIndex):
+    """The framework's path index, with paths under ``watched`` rebased to ``alias``."""
+
+    def __init__(self, index: PathIndex, watched: str, alias: str) -> None:
+        super().__init__()
+        self._index, self._watched, self._alias = index, watched, alias
+
+    def paths(self, dev: int, ino: int) -> tuple[str, ...]:
+        return tuple(
+            os.path.normpath(os.path.join(self._alias, os.path.relpath(p, self._watched)))
+            if is_under(p, self._watched)
+            else p
+            for p in self._index.paths(dev, ino)
+        )
 
 
 @attrs.define(eq=False)

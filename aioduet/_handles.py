@@ -32,13 +32,14 @@ Not thread-safe: use it from the event loop's thread.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import os
 import stat
 import struct
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 import attrs
@@ -156,8 +157,13 @@ def _probe_file(root: str) -> str | None:
 class HandleResolver:
     """Resolves ``(dev, ino, gen)`` to the current path of the inode, for one scope root.
 
-    Build it with :meth:`open`; close it (or use it as a context manager) to release the
-    root's fd. When :attr:`available` is False every lookup answers UNKNOWN at no cost.
+    Build it with :meth:`open`; close it (or use it as a context manager) when done. When
+    :attr:`available` is False every lookup answers UNKNOWN at no cost.
+
+    The root is opened for each lookup and closed after it, never held: a resolver must not
+    keep its filesystem busy (``umount`` would fail with EBUSY, as for an open file). A
+    lookup made when the root no longer is the directory it was (unmounted, removed,
+    replaced) answers UNKNOWN.
     """
 
     root: str
@@ -173,6 +179,10 @@ class HandleResolver:
     negative_size: int = attrs.field(default=65536, validator=attrs.validators.ge(1))
     """Bound of the negative cache."""
     _fd: int = -1
+    """The root's fd while :meth:`open` probes it and during each lookup; -1 otherwise."""
+    _root_id: tuple[int, int] = (0, 0)
+    """``(st_dev, st_ino)`` of the root when opened: a lookup checks that it still is."""
+    _closed: bool = False
     _encode: _Encode | None = None
     _cache: OrderedDict[tuple[int, int], tuple[int, Resolution]] = attrs.field(factory=OrderedDict)
     _negative: OrderedDict[tuple[int, int], tuple[int, Resolution]] = attrs.field(
@@ -186,7 +196,7 @@ class HandleResolver:
     def open(
         cls, root: str | os.PathLike[str], *, cache_size: int = 65536, negative_size: int = 65536
     ) -> HandleResolver:
-        """Open ``root`` as the mount fd and learn its filesystem's handle layout.
+        """Check ``root`` as the mount fd and learn its filesystem's handle layout.
 
         Unavailability (no CAP_DAC_READ_SEARCH, a filesystem without handles or with an
         unknown layout) is not an error: the resolver reports it in :attr:`reason`.
@@ -197,18 +207,20 @@ class HandleResolver:
         path = normalize_root(root)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            st = os.fstat(fd)
             resolver = cls(
                 root=path,
-                dev=os.fstat(fd).st_dev,
+                dev=st.st_dev,
                 reason=None,
                 cache_size=cache_size,
                 negative_size=negative_size,
                 fd=fd,
             )
+            resolver._root_id = (st.st_dev, st.st_ino)
             resolver.reason = resolver._probe()
-        except BaseException:
+            resolver._fd = -1
+        finally:
             os.close(fd)
-            raise
         return resolver
 
     def _probe(self) -> str | None:
@@ -253,14 +265,28 @@ class HandleResolver:
     @property
     def available(self) -> bool:
         """Whether handles can be opened here (root, a filesystem with a known layout)."""
-        return self.reason is None and self._fd >= 0
+        return self.reason is None and not self._closed
 
     def close(self) -> None:
-        """Release the root's fd; later lookups answer UNKNOWN. Idempotent."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Stop: later lookups answer UNKNOWN. Idempotent."""
+        self._closed = True
         self.clear()
+
+    @contextlib.contextmanager
+    def _opened_root(self) -> Iterator[bool]:
+        """Open the root as the mount fd for one lookup; yields whether it is the root still."""
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            yield False
+            return
+        try:
+            st = os.fstat(fd)
+            self._fd = fd
+            yield (st.st_dev, st.st_ino) == self._root_id
+        finally:
+            self._fd = -1
+            os.close(fd)
 
     def __enter__(self) -> HandleResolver:
         return self
@@ -300,7 +326,10 @@ class HandleResolver:
                 return entry[1]
         if dev != self.dev or not self.available:
             return _UNKNOWN
-        result = self._resolve(ino, gen)
+        with self._opened_root() as usable:
+            if not usable:
+                return _UNKNOWN
+            result = self._resolve(ino, gen)
         self._remember(key, gen, result)
         return result
 
@@ -381,6 +410,10 @@ class HandleResolver:
         """
         if dev != self.dev or not self.available:
             return None
+        with self._opened_root() as usable:
+            return self._generation(ino) if usable else None
+
+    def _generation(self, ino: int) -> int | None:
         assert self._encode is not None and self.handle_type is not None
         try:
             fd = _kernel.open_by_handle_at(

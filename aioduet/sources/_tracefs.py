@@ -333,32 +333,34 @@ def instance_name(pid: int | None = None) -> str:
     return f"{PREFIX}{pid}-{process_start_time(pid)}"
 
 
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+def _write(path: str, value: str, dir_fd: int | None = None) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         os.write(fd, value.encode())
     finally:
         os.close(fd)
 
 
-def _read(path: str) -> str:
-    with open(path) as f:
+def _read(path: str, dir_fd: int | None = None) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    with open(fd) as f:
         return f.read()
 
 
-def remove_instance(path: str, *, timeout: float = 2.0) -> bool:
+def remove_instance(path: str, *, timeout: float = 2.0, dir_fd: int | None = None) -> bool:
     """Disable an instance's events and remove it; True when it is gone (or was already).
 
-    Retries ``EBUSY`` (a reader's fds not yet closed) for up to ``timeout`` seconds.
+    ``path`` is relative to ``dir_fd`` when given (see :class:`Instance`). Retries ``EBUSY``
+    (a reader's fds not yet closed) for up to ``timeout`` seconds.
     """
     with contextlib.suppress(OSError):
-        _write(f"{path}/tracing_on", "0")
+        _write(f"{path}/tracing_on", "0", dir_fd)
     with contextlib.suppress(OSError):
-        _write(f"{path}/events/enable", "0")
+        _write(f"{path}/events/enable", "0", dir_fd)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            os.rmdir(path)
+            os.rmdir(path, dir_fd=dir_fd)
         except FileNotFoundError:
             return True
         except OSError as exc:
@@ -419,7 +421,9 @@ def mount_tracefs(root: str = TRACEFS) -> str:
 
 
 # The guard: waits for EOF on stdin (the owner's end closes when it exits, however), then
-# removes the instance, retrying while the dying owner's fds still hold it busy.
+# removes the instance, retrying while the dying owner's fds still hold it busy. It runs in
+# the instances directory and names the instance relatively, so that it finds it even when
+# tracefs was unmounted from its path meanwhile.
 _GUARD = (
     'trap "" HUP INT TERM; read -r _; i=0; '
     'while [ -d "$1" ] && [ $i -lt 100 ]; do '
@@ -434,10 +438,15 @@ class Instance:
 
     Make one with :meth:`create`; :meth:`close` (or leaving ``with``) removes it, and is
     idempotent.
+
+    Every operation goes through an fd of tracefs's ``instances`` directory, held from
+    :meth:`create` to :meth:`close`, never through the mount point's path: tracefs unmounted
+    (or mounted over) while the instance runs changes nothing for it, and it is still
+    removed at the end, not left behind in the kernel.
     """
 
     path: str
-    """The instance's directory."""
+    """The instance's directory (as it was reached when created)."""
     formats: dict[str, EventFormat]
     """Enabled events by ``system/event``."""
     missing: tuple[str, ...]
@@ -447,7 +456,14 @@ class Instance:
     page_size: int
     """Bytes per ring-buffer page (sub-buffer)."""
     _guard: subprocess.Popen[bytes] | None = None
+    _dir_fd: int = -1
+    """The fd of tracefs's ``instances`` directory."""
     _closed: bool = attrs.field(init=False, default=False)
+
+    @property
+    def name(self) -> str:
+        """The instance's name: its directory's, in ``instances``."""
+        return os.path.basename(self.path)
 
     @classmethod
     def create(
@@ -473,34 +489,39 @@ class Instance:
         """
         mount_tracefs(root)
         remove_stale(root)
-        path = f"{root}/instances/{name or instance_name()}"
+        name = name or instance_name()
+        path = f"{root}/instances/{name}"
         try:
-            os.mkdir(path)
-        except FileExistsError:
-            remove_instance(path)
-            os.mkdir(path)
+            dir_fd = os.open(f"{root}/instances", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            raise SourceUnavailable(exc.errno, f"cannot create {path}: {exc.strerror}") from exc
-        instance: Instance | None = None
+            raise SourceUnavailable(exc.errno, f"cannot open {root}/instances: {exc}") from exc
         try:
-            header = parse_header_page(_read(f"{root}/events/header_page"))
-            page_size = 4096
+            try:
+                os.mkdir(name, dir_fd=dir_fd)
+            except FileExistsError:
+                remove_instance(name, dir_fd=dir_fd)
+                os.mkdir(name, dir_fd=dir_fd)
+        except OSError as exc:
+            os.close(dir_fd)
+            raise SourceUnavailable(exc.errno, f"cannot create {path}: {exc.strerror}") from exc
+        instance = cls(path, {}, (), PageHeader(), 4096, dir_fd=dir_fd)
+        try:
+            # The header is the same for every instance: read from the top of this tracefs.
+            instance.header = parse_header_page(_read("../events/header_page", dir_fd))
             with contextlib.suppress(FileNotFoundError, ValueError):
-                page_size = int(_read(f"{path}/buffer_subbuf_size_kb")) * 1024
-            instance = cls(path, {}, (), header, page_size)
+                instance.page_size = int(instance._read("buffer_subbuf_size_kb")) * 1024
             if guard:
                 instance._start_guard()
-            _write(f"{path}/buffer_size_kb", str(max(1, buffer_kb)))
+            instance._write("buffer_size_kb", str(max(1, buffer_kb)))
             # Readers are woken as soon as a buffer holds anything, not once half full (the
             # default): the latency from an event to its task is then the loop's, not the
             # drain timer's.
             with contextlib.suppress(FileNotFoundError):
-                _write(f"{path}/buffer_percent", "0")
+                instance._write("buffer_percent", "0")
             missing = []
             for event in events:
-                base = f"{path}/events/{event}"
                 try:
-                    fmt = parse_format(event, _read(f"{base}/format"))
+                    fmt = parse_format(event, instance._read(f"events/{event}/format"))
                 except FileNotFoundError:
                     missing.append(event)
                     continue
@@ -511,16 +532,20 @@ class Instance:
                     errno.ENOENT, f"none of the events exist: {missing}"
                 )
         except BaseException:
-            if instance is not None:
-                instance.close()
-            else:
-                remove_instance(path)
+            instance.close()
             raise
         return instance
 
+    def _read(self, relative: str) -> str:
+        return _read(f"{self.name}/{relative}", self._dir_fd)
+
+    def _write(self, relative: str, value: str) -> None:
+        _write(f"{self.name}/{relative}", value, self._dir_fd)
+
     def _start_guard(self) -> None:
         self._guard = subprocess.Popen(
-            ["/bin/sh", "-c", _GUARD, "aioduet-guard", self.path],
+            ["/bin/sh", "-c", _GUARD, "aioduet-guard", self.name],
+            cwd=os.path.dirname(self.path),  # the instances directory stays its cwd
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -530,23 +555,28 @@ class Instance:
 
     def set_filter(self, event: str, expression: str | None) -> None:
         """Set an event's kernel filter (None or ``""`` clears it)."""
-        _write(f"{self.path}/events/{event}/filter", expression or "0")
+        self._write(f"events/{event}/filter", expression or "0")
 
     def enable(self, on: bool = True) -> None:
         """Enable (or disable) every event in :attr:`formats`."""
         for event in self.formats:
-            _write(f"{self.path}/events/{event}/enable", "1" if on else "0")
+            self._write(f"events/{event}/enable", "1" if on else "0")
 
     def cpus(self) -> list[int]:
         """The CPUs that have a ring buffer."""
-        names = os.listdir(f"{self.path}/per_cpu")
+        fd = os.open(f"{self.name}/per_cpu", os.O_RDONLY | os.O_DIRECTORY, dir_fd=self._dir_fd)
+        try:
+            names = os.listdir(fd)
+        finally:
+            os.close(fd)
         return sorted(int(n[3:]) for n in names if n.startswith("cpu") and n[3:].isdigit())
 
     def open_pipe(self, cpu: int) -> int:
         """A non-blocking fd of ``per_cpu/cpu<N>/trace_pipe_raw`` (the caller closes it)."""
         return os.open(
-            f"{self.path}/per_cpu/cpu{cpu}/trace_pipe_raw",
+            f"{self.name}/per_cpu/cpu{cpu}/trace_pipe_raw",
             os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC,
+            dir_fd=self._dir_fd,
         )
 
     def parser(self, fields: Mapping[str, Sequence[str]]) -> PageParser:
@@ -568,9 +598,9 @@ class Instance:
         Returns:
             Whether the instance is gone.
         """
-        if self._closed:
-            return True
-        gone = remove_instance(self.path)
+        if self._closed or self._dir_fd < 0:
+            return self._closed
+        gone = remove_instance(self.name, dir_fd=self._dir_fd)
         guard = self._guard
         if guard is not None:
             with contextlib.suppress(OSError):
@@ -582,8 +612,18 @@ class Instance:
                 guard.kill()
                 guard.wait()
             self._guard = None
-        self._closed = gone or not os.path.isdir(self.path)
-        return self._closed
+        if not gone:
+            try:
+                os.stat(self.name, dir_fd=self._dir_fd)
+            except OSError:
+                gone = True
+        # Left behind (still busy), the instance goes with the next create of this process
+        # (same name) or, once the process is gone, with anyone's clean-up of stale ones.
+        # The fd goes in any case.
+        os.close(self._dir_fd)
+        self._dir_fd = -1
+        self._closed = gone
+        return gone
 
     def __enter__(self) -> Instance:
         return self

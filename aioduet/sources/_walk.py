@@ -57,16 +57,19 @@ class Walk:
                 except PermissionError:
                     self.denied.append(directory)
                     continue
+                # The listing is read in full before any file is yielded: a walk suspended
+                # between two files (or abandoned) must not hold a directory fd open.
                 with scanner:
-                    for entry in scanner:
-                        try:
-                            if entry.is_dir(follow_symlinks=False):
-                                self.cost += 1
-                                if entry.stat(follow_symlinks=False).st_dev == device and not (
-                                    excluded(entry.path)
-                                ):
-                                    stack.append(entry.path)
-                            elif entry.is_file(follow_symlinks=False) and not excluded(entry.path):
-                                yield entry.path, entry.inode(), device
-                        except OSError:
-                            continue
+                    entries = list(scanner)
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            self.cost += 1
+                            if entry.stat(follow_symlinks=False).st_dev == device and not (
+                                excluded(entry.path)
+                            ):
+                                stack.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False) and not excluded(entry.path):
+                            yield entry.path, entry.inode(), device
+                    except OSError:
+                        continue

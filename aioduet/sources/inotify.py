@@ -157,10 +157,14 @@ class InotifySource:
         try:
             fd = wire.inotify_init1()
         except OSError as exc:
-            hint = " (see /proc/sys/fs/inotify/max_user_instances)"
+            # EMFILE is either limit: this user's inotify instances, or this process's fds.
+            hint = (
+                " (RLIMIT_NOFILE reached, or see /proc/sys/fs/inotify/max_user_instances)"
+                if exc.errno == errno.EMFILE
+                else ""
+            )
             raise SourceUnavailable(
-                exc.errno or errno.EIO,
-                f"inotify unavailable: {exc.strerror}{hint if exc.errno == errno.EMFILE else ''}",
+                exc.errno or errno.EIO, f"inotify unavailable: {exc.strerror}{hint}"
             ) from exc
         self._fd = fd
         self._stop = threading.Event()
