@@ -42,6 +42,7 @@ open or that cachestat refuses (counted as *unknown*, never reported as cached).
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import random
@@ -179,6 +180,9 @@ class _Batch:
     """Files that were unknown before and could be checked now."""
     errors: int = 0
     last_error: str | None = None
+    lost: str | None = None
+    """A file that could not be checked for want of file descriptors (EMFILE, ENFILE): what
+    happened to it is unknown until it is looked at again."""
 
     def add_runs(
         self,
@@ -509,6 +513,12 @@ class ResidencySource:
         self._walk_unknown.update(batch.unknown)
         if batch.last_error is not None:
             self._counts.last_error = batch.last_error
+        if batch.lost is not None:
+            # Not a file's fault but the process's: the tasks hear that they may miss
+            # something (OVERFLOW), and a rescan looks again (in the exact set too).
+            self._counts.lost += 1
+            self._counts.overflows += 1
+            sink.lost(batch.lost)
 
     def _forget(self, ident: tuple[int, int], batch: _Batch) -> None:
         """The file left every scope: its pages are gone for the tasks."""
@@ -620,6 +630,8 @@ class ResidencySource:
         except OSError as exc:
             batch.errors += 1
             batch.last_error = f"{path}: {exc.strerror or exc}"
+            if exc.errno in (errno.EMFILE, errno.ENFILE) and batch.lost is None:
+                batch.lost = path
 
     def _check(
         self, path: str, intro: bool, batch: _Batch, listed: tuple[int, int] | None = None
