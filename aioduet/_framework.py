@@ -204,13 +204,47 @@ class Duet(_abc.Duet):
         return answer
 
     def _overflow(self, root: str | None) -> None:
-        """Observations under ``root`` were lost: OVERFLOW to every task whose scope overlaps."""
+        """Observations under ``root`` were lost: OVERFLOW to every task whose scope overlaps,
+        and each is told its scope's current state again, as at registration.
+
+        Telling the tasks only what changed (the sources' rescan) is not enough: what they
+        were told before the loss may be wrong in ways no source can know (the pages of a
+        file deleted while its events were lost, a REMOVED that pairs with a later ADDED).
+        """
         slots = 0
         for slot, watched in self._watched.items():
             if root is None or is_under(watched, root) or is_under(root, watched):
                 slots |= 1 << slot
         if slots:
             self.store.signal_overflow(slots)
+            for slot in [s for s in self._watched if slots & (1 << s)]:
+                self._reintroduce(slot)
+
+    def _reintroduce(self, slot: int) -> None:
+        """Scan the slot's scope for its task again (after lost observations)."""
+        if self._group is None or self._state != "open":
+            return
+        running = self._intros.get(slot)
+        if running is not None and running.again is not None:
+            running.again = True  # a rescan is under way: one more once it is done
+            return
+        if running is not None:
+            # Its registration scan: what it delivered so far may be wrong too.
+            running.scope.cancel()
+        self._start_intro(self._tasks[slot], slot, again=False)
+
+    def _start_intro(self, task: Task, slot: int, *, again: bool | None) -> None:
+        """Start a registration scan of the task's scope (``again``: None for the first,
+        else a rescan after lost observations, and whether another is due after it)."""
+        assert self._group is not None
+        if again is not None:
+            # Pending pages and relevance decisions go: the scan tells the current state,
+            # and holds back what happens to a file until it covered it.
+            self.store.reset_slot(slot)
+        intro = self._intros[slot] = _Introduction(
+            self.store, task, slot, self._watched[slot], recheck=self._recheck_later, again=again
+        )
+        self._group.start_soon(self._introduce, intro)
 
     def _notify(self, slots: int) -> None:
         for slot, task in self._tasks.items():
@@ -378,10 +412,7 @@ class Duet(_abc.Duet):
             # A source refused the scope: nothing of the task stays registered.
             self._unregister(task, added, resolver=holding)
             raise
-        intro = self._intros[slot] = _Introduction(
-            self.store, task, slot, watched, recheck=self._recheck_later
-        )
-        self._group.start_soon(self._introduce, intro)
+        self._start_intro(task, slot, again=None)
         return Registration(task)
 
     def _hold_resolver(self, directory: tuple[int, int], root: str) -> None:
@@ -412,9 +443,14 @@ class Duet(_abc.Duet):
                     await anyio.sleep(delay)
                     delay = min(delay * 2, _RESTART_DELAY_MAX)
             intro.finish()
+        newer = self._intros.get(intro.slot)
+        if newer is not None and newer is not intro and newer.task is intro.task:
+            return  # replaced by a rescan, which marks the task scanned once done
         intro.task._mark_scanned()
-        if self._intros.get(intro.slot) is intro:
+        if newer is intro:
             del self._intros[intro.slot]
+            if intro.again and self._tasks.get(intro.slot) is intro.task:
+                self._start_intro(intro.task, intro.slot, again=False)
 
     def _recheck_later(self, intro: _Introduction, inodes: list[tuple[int, int]]) -> None:
         if self._group is not None and self._state == "open":
@@ -575,6 +611,9 @@ class _Introduction:
     reported: dict[tuple[int, int], list[Observation]] = attrs.field(factory=dict)
     """What the scan reported of the inodes looked at again (their recheck reports the rest)."""
     scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
+    again: bool | None = None
+    """None for a registration's scan; for a rescan after lost observations, whether more
+    were lost while it ran (another rescan follows it then)."""
 
     def looking(self) -> None:
         # Every file not covered yet is looked at from now on: what happened to it so far

@@ -32,9 +32,13 @@ async def collect(
 
 
 def apply_exists(view: dict[Uuid, set[int]], items: list[Item]) -> None:
-    """Update an EXISTS task's picture of the cache (pages per file) with ``items``."""
+    """Update an EXISTS task's picture of the cache (pages per file) with ``items``.
+
+    An OVERFLOW empties it: the scope's current state follows, as at registration.
+    """
     for item in items:
         if item.state & Event.OVERFLOW:
+            view.clear()
             continue
         cached = view.setdefault(item.uuid, set())
         if item.state & Event.ADDED:

@@ -159,6 +159,19 @@ class Store:
         self._overflow &= ~bit
         self._slots.release(slot)
 
+    def reset_slot(self, slot: int) -> None:
+        """Start a slot afresh: its pending pages go, and every file's relevance to it is
+        decided again (a registration scan is about to tell it its scope's current state).
+        Its done bits and a due OVERFLOW stay."""
+        bit = 1 << slot
+        for entry in list(self._queues[slot].values()):
+            self._clear_slot(entry, slot)
+        for entry in self._files.values():
+            if entry.seen & bit:
+                entry.seen &= ~bit
+                entry.relevant &= ~bit
+                entry.reroute()
+
     # -- ingest --------------------------------------------------------------------------
 
     def ingest(self, observations: Iterable[Observation], *, but: int | None = None) -> None:

@@ -3,8 +3,9 @@
 The views (``top``, ``record``) register one task for ``EXISTS | MODIFIED`` and apply its
 items here. State-based items carry net changes, so applying them in order keeps a true
 picture: a page is cached from its ``ADDED`` item until its ``REMOVED`` one, dirty from
-``DIRTY`` until ``FLUSHED`` (or until it leaves the cache). An ``OVERFLOW`` item changes
-nothing: the rescan that follows it reports exactly what was lost.
+``DIRTY`` until ``FLUSHED`` (or until it leaves the cache). An ``OVERFLOW`` item empties every
+map: observations were lost, and the task is told its scope's current state again, as at
+registration (the files and their activity counts stay).
 
 Each file also counts the pages its items moved (added, removed, dirtied, flushed), which the
 views turn into rates and per-interval activity.
@@ -126,6 +127,10 @@ class ResidencyView:
         self.items += 1
         if item.state == Event.OVERFLOW:
             self.overflows += 1
+            for emptied in self.files.values():
+                emptied.cached_map.clear()
+                emptied.dirty_map.clear()
+            self.cached = self.dirty = 0
             return None
         uuid = item.uuid
         key = (uuid.dev, uuid.ino)
@@ -155,8 +160,10 @@ class ResidencyView:
 
     def apply_all(self, items: Iterable[Item]) -> set[tuple[int, int]]:
         """Apply items in order; returns the keys of the files they changed."""
-        changed = set()
+        changed: set[tuple[int, int]] = set()
         for item in items:
+            if item.state == Event.OVERFLOW:
+                changed.update(self.files)  # emptied
             state = self.apply(item)
             if state is not None:
                 changed.add((state.uuid.dev, state.uuid.ino))

@@ -70,9 +70,11 @@ def uuid_of(path: Path) -> Uuid:
 
 
 def apply_exists(view: dict[Uuid, set[int]], items: Iterable[aioduet.Item]) -> None:
-    """Update an EXISTS task's picture (cached pages per file) with its items."""
+    """Update an EXISTS task's picture (cached pages per file) with its items; an OVERFLOW
+    empties it (the scope's current state follows, as at registration)."""
     for item in items:
         if item.state & aioduet.Event.OVERFLOW:
+            view.clear()
             continue
         pages = view.setdefault(item.uuid, set())
         if item.state & aioduet.Event.ADDED:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import ClassVar
 
 import anyio
 import pytest
@@ -213,7 +214,7 @@ class Scripted:
     """A source fed hand-made records (no kernel): what it makes of a sequence of events."""
 
     DEV = 0xFE00  # st_dev of 254:0
-    IDS = {tp.ADD: 1, tp.DELETE: 2, tp.DIRTY: 3, tp.FREE: 4, tp.ALLOC: 5}
+    IDS: ClassVar[dict[str, int]] = {tp.ADD: 1, tp.DELETE: 2, tp.DIRTY: 3, tp.FREE: 4, tp.ALLOC: 5}
 
     def __init__(self) -> None:
         self.gens: dict[int, int] = {}

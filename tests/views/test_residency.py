@@ -41,10 +41,18 @@ def test_repeated_items_count_pages_that_changed_only() -> None:
     assert view.files[(1, 10)].activity == Activity(added=6)
 
 
-def test_an_overflow_changes_no_file() -> None:
+def test_an_overflow_empties_every_map_and_keeps_the_files() -> None:
+    # Observations were lost: the current state follows, as at registration.
     view = ResidencyView()
-    assert view.apply(Item(Uuid(1, 2, 0), 0, 0, Event.OVERFLOW)) is None
-    assert (view.overflows, view.items, view.files) == (1, 1, {})
+    view.apply_all([Item(U, 0, 4, Event.ADDED), Item(U, 1, 2, Event.DIRTY)])
+    changed = view.apply_all([Item(Uuid(1, 2, 0), 0, 0, Event.OVERFLOW)])
+    assert changed == {(1, 10)}
+    assert (view.overflows, view.items, view.cached, view.dirty) == (1, 3, 0, 0)
+    state = view.files[(1, 10)]
+    assert (state.cached, state.dirty) == (0, 0)
+    assert state.activity == Activity(added=4, dirtied=2)
+    view.apply(Item(U, 2, 1, Event.ADDED))  # the rescan's picture
+    assert (view.cached, view.files[(1, 10)].cached) == (1, 1)
 
 
 def test_a_reused_inode_starts_afresh() -> None:
