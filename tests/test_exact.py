@@ -322,3 +322,21 @@ async def test_an_inode_number_reused_by_a_new_file_gets_the_new_generation(
         read_pages(new)
         got = await collect(task, lambda got: len(pages(got, new_uuid, Event.ADDED)) == 8)
         assert not pages(got, old_uuid, Event.ADDED)  # nothing of the new file under the old
+
+
+async def test_pages_dirty_before_the_start_are_reported_flushed(ext4_dir: Path) -> None:
+    # The tracepoints report the writeback of pages they saw dirtied; pages dirtied before
+    # the source started are known from the registration scan (and after lost events, from
+    # the rescan): their writeback must be reported all the same.
+    data = write_clean(ext4_dir / "data", 4)
+    uuid = uuid_of(data)
+    with opened(data, os.O_WRONLY) as fd:
+        os.pwrite(fd, b"d" * 2 * _kernel.PAGE_SIZE, 0)
+        async with (
+            aioduet.open_duet("exact") as duet,
+            duet.register("t", Event.MODIFIED, ext4_dir) as task,
+        ):
+            await task.wait_scanned()
+            await collect(task, lambda got: pages(got, uuid, Event.DIRTY) == {0, 1})
+            os.fsync(fd)
+            await collect(task, lambda got: pages(got, uuid, Event.FLUSHED) == {0, 1})

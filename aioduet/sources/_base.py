@@ -97,6 +97,11 @@ class Sink:
     inode_listeners: list[Callable[[int, int], None]] = attrs.field(factory=list, init=False)
     """Told ``(dev, ino)`` when an inode number is learnt anew or unlearnt: its number may
     now name another inode (a new generation), so what was cached of it is stale."""
+    dirty_listeners: list[Callable[[Sequence[Observation]], None]] = attrs.field(
+        factory=list, init=False
+    )
+    """Told of the DIRTY pages a scan found (:meth:`scanned_dirty`): the exact source, which
+    reports their writeback only for pages it knows to be dirty."""
     _checker: Checker | None = attrs.field(default=None, init=False)
     _mirror: Callable[[Sequence[Observation]], None] | None = attrs.field(default=None, init=False)
     _resolver: Callable[[int, int], tuple[str, int] | None] | None = attrs.field(
@@ -153,6 +158,11 @@ class Sink:
         if path is None:
             for listener in self.inode_listeners:
                 listener(dev, ino)
+
+    def scanned_dirty(self, observations: Sequence[Observation]) -> None:
+        """A scan reported these observations (to some task): pass on the dirty pages."""
+        for listener in self.dirty_listeners:
+            listener(observations)
 
     def settle(self) -> None:
         """Take in every event the kernel has queued for the event sources so far.

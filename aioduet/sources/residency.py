@@ -503,6 +503,9 @@ class ResidencySource:
             sink.ingest(batch.observations, mirror=False, but=None if intro is None else intro.slot)
         if batch.intro and intro is not None:
             intro.deliver(batch.intro)
+        if sink.dirty_listeners:
+            sink.scanned_dirty(batch.observations)
+            sink.scanned_dirty(batch.intro)
         for dev, ino, gen in batch.gone:
             sink.unlearn(dev, ino)
             sink.store.retire((dev, ino, gen))

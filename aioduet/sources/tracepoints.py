@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -301,7 +301,7 @@ class TracepointSource:
                 fds.append(instance.open_pipe(cpu))
             self._counts.active = True
             self.sink.settlers.append(settle := partial(self._settle, fds, parser, instance))
-            self.sink.inode_listeners.append(self._forget_key)
+            self._listen(True)
             self._filters_reached_kernel(changes)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep_filters, instance, filters)
@@ -312,8 +312,7 @@ class TracepointSource:
             self._counts.active = False
             if settle in self.sink.settlers:
                 self.sink.settlers.remove(settle)
-            if self._forget_key in self.sink.inode_listeners:
-                self.sink.inode_listeners.remove(self._forget_key)
+            self._listen(False)
             self._refilter = None
             self._filters_reached_kernel(self._wanted)  # nobody waits for a stopped source
             self._instance = None
@@ -322,6 +321,19 @@ class TracepointSource:
                 os.close(fd)
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(instance.close)
+
+    def _listen(self, on: bool) -> None:
+        """Hear (while running) of inodes the path index learns or forgets, and of the dirty
+        pages scans find."""
+        sink = self.sink
+        if on:
+            sink.inode_listeners.append(self._forget_key)
+            sink.dirty_listeners.append(self._learn_dirty)
+            return
+        if self._forget_key in sink.inode_listeners:
+            sink.inode_listeners.remove(self._forget_key)
+        if self._learn_dirty in sink.dirty_listeners:
+            sink.dirty_listeners.remove(self._learn_dirty)
 
     def bind(self, instance: _tracefs.Instance) -> _tracefs.PageParser:
         """Use ``instance`` (set up with :data:`EVENTS`); returns the parser of its pages.
@@ -571,6 +583,18 @@ class TracepointSource:
             finally:
                 os.close(fd)
         return None
+
+    def _learn_dirty(self, observations: Sequence[Observation]) -> None:
+        """Dirty pages a scan reported: their writeback is to be reported too.
+
+        This source reports FLUSHED for the pages it saw dirtied; pages that were dirty
+        before it started, or whose events were lost, are known from the scans.
+        """
+        for key, first, count, event in observations:
+            if event & _DIRTY:
+                inode = (_tracefs.kernel_dev(key[0]), key[1])
+                self._dirty.setdefault(inode, {})[first] = count
+                self._keys.setdefault(inode, key)
 
     def _forget_key(self, dev: int, ino: int) -> None:
         """The inode number may name a new inode now: find its generation again.
