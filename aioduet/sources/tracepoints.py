@@ -594,7 +594,6 @@ class TracepointSource:
             if event & _DIRTY:
                 inode = (_tracefs.kernel_dev(key[0]), key[1])
                 self._dirty.setdefault(inode, {})[first] = count
-                self._keys.setdefault(inode, key)
 
     def _forget_key(self, dev: int, ino: int) -> None:
         """The inode number may name a new inode now: find its generation again.
