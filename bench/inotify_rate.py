@@ -170,6 +170,9 @@ class CountingChecker:
     def rescan(self, root: str | None) -> None:
         pass
 
+    def cut(self, dev: int, ino: int, end: int) -> None:
+        pass
+
 
 class _NoIntro:
     slot = 0

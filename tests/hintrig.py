@@ -45,6 +45,9 @@ class FakeChecker:
     def rescan(self, root: str | None) -> None:
         self.rescans.append(root)
 
+    def cut(self, dev: int, ino: int, end: int) -> None:
+        raise AssertionError("a hint source about files never reports truncations")
+
 
 class NoIntro:
     """A registration scan that a hint source must never feed."""

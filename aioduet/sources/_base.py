@@ -70,6 +70,11 @@ class Checker(Protocol):
     def rescan(self, root: str | None) -> None:
         """Observations under ``root`` (every scope when None) were lost: rescan it all."""
 
+    def cut(self, dev: int, ino: int, end: int) -> None:
+        """The file was cut short to ``end`` pages: report its known pages from there on gone
+        (a large folio straddling the new end stays whole in the cache, and no event says
+        that its pages past the end left the file)."""
+
 
 def _no_overflow(root: str | None) -> None:
     """The default overflow signal of a sink outside a framework: nobody to tell."""
@@ -125,6 +130,11 @@ class Sink:
         self.overflow(root)
         if self._checker is not None:
             self._checker.rescan(root)
+
+    def cut(self, dev: int, ino: int, end: int) -> None:
+        """The file ``(dev, ino)`` was cut short to ``end`` pages (see :meth:`Checker.cut`)."""
+        if self._checker is not None:
+            self._checker.cut(dev, ino, end)
 
     def learn(self, notes: Iterable[PathNote]) -> list[tuple[int, int]]:
         """Record paths; returns the ``(dev, ino)`` of files whose known paths changed.

@@ -306,6 +306,25 @@ class ResidencySource:
             self._hints.dirty = True
             self._hinted.set()
 
+    def cut(self, dev: int, ino: int, end: int) -> None:
+        """The file was cut short to ``end`` pages: REMOVED (and FLUSHED) for the pages from
+        there on that its map holds, which are what the tasks were told."""
+        known = self._known.get((dev, ino))
+        if known is None:
+            return
+        key = (dev, ino, known.gen)
+        out: list[Observation] = [
+            (key, end + first, count, _REMOVED)
+            for first, count in _pagemap.runs(known.cached[end:])
+        ]
+        out += [
+            (key, end + first, count, _FLUSHED) for first, count in _pagemap.runs(known.dirty[end:])
+        ]
+        if out:
+            known.cached, known.dirty = known.cached[:end], known.dirty[:end]
+            known.signature, known.regions = (), None
+            self.sink.ingest(out, mirror=False)
+
     def rescan(self, root: str | None) -> None:
         """Start a walk at once that maps every file in full (the budget still applies)."""
         self._verify_walk = self._verifying = True

@@ -71,6 +71,7 @@ CLEAR = "writeback/sb_clear_inode_writeback"
 SINGLE = "writeback/writeback_single_inode"
 FREE = "ext4/ext4_free_inode"
 ALLOC = "ext4/ext4_allocate_inode"
+TRUNCATE = "ext4/ext4_truncate_exit"
 EVENTS: dict[str, tuple[str, ...]] = {
     ADD: ("i_ino", "index", "s_dev", "order"),
     DELETE: ("i_ino", "index", "s_dev", "order"),
@@ -79,6 +80,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
     SINGLE: ("name", "ino", "wrote"),
     FREE: ("dev", "ino"),
     ALLOC: ("dev", "ino"),
+    TRUNCATE: ("dev", "ino"),
 }
 """The events used, with the fields read from each (names from their ``format`` files)."""
 
@@ -182,6 +184,8 @@ class TracepointSource:
     _orders: dict[tuple[int, int], dict[int, int]] = attrs.field(init=False, factory=dict)
     _dirty: dict[tuple[int, int], dict[int, int]] = attrs.field(init=False, factory=dict)
     _bdis: dict[bytes, list[int]] = attrs.field(init=False, factory=dict)
+    _ends: dict[tuple[int, int], int] = attrs.field(init=False, factory=dict)
+    """Files cut short inside a large folio: the page their data ends before."""
     _lifecycle: set[int] = attrs.field(init=False, factory=set)
     """Kernel devs whose inodes' frees and allocations the events have shown (ext4)."""
     _counts: SourceCounters = attrs.field(init=False, factory=SourceCounters)
@@ -254,6 +258,7 @@ class TracepointSource:
             SINGLE: by_name or ("" if devs else 'name == "-"'),
             FREE: " || ".join(f"dev == {k}" for k in kdevs),
             ALLOC: " || ".join(f"dev == {k}" for k in kdevs),
+            TRUNCATE: " || ".join(f"dev == {k}" for k in kdevs),
         }
 
     def _apply_filters(self, instance: _tracefs.Instance, filters: dict[str, str]) -> None:
@@ -467,8 +472,42 @@ class TracepointSource:
             self._counts.overflows += 1
             self.sink.lost(None)
 
+    def _truncated(self, inode: tuple[int, int], append: Callable[[Observation], None]) -> None:
+        """A file was cut short. Its pages past the new end left the cache (each with its own
+        event), except in a large folio that straddles the end and that the kernel could not
+        split: it stays whole, its pages past the end are no longer the file's, and no event
+        says so. They are REMOVED now, and its later events count only its pages in the file.
+        """
+        kdev, ino = inode
+        dev = _tracefs.user_dev(kdev)
+        for path in self.sink.index.paths(dev, ino):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (dev, ino):
+                break
+        else:
+            return
+        end = -(-st.st_size // _kernel.PAGE_SIZE)
+        self._ends[inode] = end
+        # What the tasks were told of the file (the scans' maps follow this source's items).
+        self.sink.cut(dev, ino, end)
+        key = None
+        for first, order in list(self._orders.get(inode, {}).items()):
+            last = first + (1 << order)
+            if first < end < last:  # a large folio this source saw added
+                key = key or self._key_of(kdev, ino)
+                append((key, end, last - end, _REMOVED))
+
     def _track_folio(self, inode: tuple[int, int], index: int, order: int, *, added: bool) -> None:
         """Remember the orders of an inode's large folios, as they are added and deleted."""
+        end = self._ends.get(inode)
+        if end is not None and (
+            (added and index + (1 << order) > end)  # the file grew again
+            or (not added and index < end < index + (1 << order))  # the straddler left
+        ):
+            del self._ends[inode]
         folios = self._orders.get(inode)
         if folios is not None:
             if index not in folios:
@@ -493,6 +532,9 @@ class TracepointSource:
                 return
             inode = (kdev, ino)
             count = 1 << self._orders.get(inode, {}).get(index, 0)
+            end = self._ends.get(inode)
+            if end is not None and index < end < index + count:
+                count = end - index  # a folio straddling the end of a file cut short
             self._dirty.setdefault(inode, {})[index] = count
             append((self._key_of(kdev, ino), index, count, _DIRTY))
         elif kind == ids.get(CLEAR):
@@ -511,7 +553,11 @@ class TracepointSource:
             self._keys.pop(inode, None)
             self._orders.pop(inode, None)
             self._dirty.pop(inode, None)
+            self._ends.pop(inode, None)
             self._lifecycle.add(kdev)
+        elif kind == ids.get(TRUNCATE):
+            _, kdev, ino = record
+            self._truncated((kdev, ino), append)
 
     def _dev_of_bdi(self, name: bytes, ino: int) -> int | None:
         """The kernel dev of a writeback event's inode, from its bdi name."""

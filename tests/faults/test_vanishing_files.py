@@ -128,20 +128,6 @@ async def test_files_change_between_fetches(ext4_dir: Path, source_set: str) -> 
         assert [s.last_error for s in status.sources if s.errors] == []
 
 
-@pytest.mark.parametrize(
-    "source_set",
-    [
-        "scan",
-        pytest.param(
-            "exact",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a truncation inside a large folio deletes nothing from the page cache,"
-                " so no tracepoint fires; the exact set keeps the pages past the new end",
-            ),
-        ),
-    ],
-)
 async def test_truncation_removes_the_pages_beyond_the_new_end(
     ext4_dir: Path, source_set: str
 ) -> None:

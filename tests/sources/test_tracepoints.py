@@ -214,7 +214,14 @@ class Scripted:
     """A source fed hand-made records (no kernel): what it makes of a sequence of events."""
 
     DEV = 0xFE00  # st_dev of 254:0
-    IDS: ClassVar[dict[str, int]] = {tp.ADD: 1, tp.DELETE: 2, tp.DIRTY: 3, tp.FREE: 4, tp.ALLOC: 5}
+    IDS: ClassVar[dict[str, int]] = {
+        tp.ADD: 1,
+        tp.DELETE: 2,
+        tp.DIRTY: 3,
+        tp.FREE: 4,
+        tp.ALLOC: 5,
+        tp.TRUNCATE: 6,
+    }
 
     def __init__(self) -> None:
         self.gens: dict[int, int] = {}
@@ -286,4 +293,24 @@ def test_a_deleted_page_belongs_to_the_inode_the_tasks_know() -> None:
     assert s.handle(s.delete(9, 0), s.life(tp.FREE, 9), s.life(tp.ALLOC, 9), s.add(9, 0)) == [
         (90, 0, 1, int(Event.REMOVED)),
         (91, 0, 1, int(Event.ADDED)),
+    ]
+
+
+def test_a_file_cut_inside_a_large_folio_loses_the_pages_past_its_end(ext4_dir: Path) -> None:
+    # The kernel may keep a large folio straddling the new end whole: no event for its pages
+    # past the end, which are no pages of the file any more.
+    s = Scripted()
+    path = ext4_dir / "f"
+    path.write_bytes(b"x" * (_kernel.PAGE_SIZE + 10))  # 2 pages after the cut
+    ino = path.stat().st_ino
+    s.source.sink.index.add(s.DEV, ino, str(path))
+    gen = uuid_of(path).gen
+    removed, dirty = int(Event.REMOVED), int(Event.DIRTY)
+    assert s.handle(s.add(ino, 0, order=3)) == [(gen, 0, 8, int(Event.ADDED))]
+    assert s.handle(s.life(tp.TRUNCATE, ino)) == [(gen, 2, 6, removed)]
+    assert s.handle(s.dirty(ino, 0)) == [(gen, 0, 2, dirty)]  # the folio's pages in the file
+    # Written past the end again: the folio's next dirty event counts all of it.
+    assert s.handle(s.add(ino, 8, order=0), s.dirty(ino, 0)) == [
+        (gen, 0, 8, dirty),
+        (gen, 8, 1, int(Event.ADDED)),
     ]

@@ -216,6 +216,9 @@ class RecordingChecker:
     def rescan(self, root: str | None) -> None:
         self.other.append("rescan")
 
+    def cut(self, dev: int, ino: int, end: int) -> None:
+        self.other.append("cut")
+
 
 def make_sink(checker: RecordingChecker | None) -> Sink:
     store = aioduet.store.Store(8, relevance=lambda k, s: True, notify=lambda s: None)
