@@ -9,16 +9,14 @@ happened; the daemon checks it by ``SO_PEERCRED``, exactly as it would any other
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio._backends._asyncio
 import pytest
 from daemonproc import DaemonProcess, call, raw_connect
+from nobody import NOBODY, as_nobody
 from pagecache import cached, read_pages, uuid_of, write_clean
 from taskitems import collect, has, pages
 
@@ -31,47 +29,10 @@ pytestmark = [
     pytest.mark.parametrize("anyio_backend", ["asyncio"]),
 ]
 
-NOBODY = 65534
 DATA_PAGES = 32
 
 
 # -- a client as nobody ------------------------------------------------------------------
-
-
-def _child(conn: Any, scenario: Callable[..., Awaitable[object]], args: tuple[object, ...]) -> None:
-    try:
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
-        assert os.getresuid() == (NOBODY,) * 3
-        conn.send(("ok", anyio.run(scenario, *args, backend="asyncio")))
-    except BaseException as exc:  # reported to the test, which fails with it
-        conn.send(("raised", f"{type(exc).__name__}: {exc}"))
-
-
-def _fork_as_nobody(scenario: Callable[..., Awaitable[object]], args: tuple[object, ...]) -> Any:
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(sender, scenario, args))
-    child.start()
-    sender.close()
-    try:
-        if not receiver.poll(30):
-            raise AssertionError("the client as nobody did not finish within 30 s")
-        status, result = receiver.recv()
-    finally:
-        if child.is_alive() and child.pid is not None:
-            os.kill(child.pid, 9)
-        child.join(10)
-        receiver.close()
-    if status != "ok":
-        raise AssertionError(f"the client as nobody failed: {result}")
-    return result
-
-
-async def as_nobody(scenario: Callable[..., Awaitable[object]], *args: object) -> Any:
-    """Run ``scenario(*args)`` in a child process as nobody; return what it returns."""
-    return await anyio.to_thread.run_sync(_fork_as_nobody, scenario, args)
 
 
 async def outcome(awaitable: Awaitable[object]) -> dict[str, str]:

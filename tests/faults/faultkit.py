@@ -1,86 +1,47 @@
-"""Helpers of the fault tests: files in known cache states, resource counts, the cachestat
-oracle, and bounded waits for a task's view.
-
-Self-contained (no import of the helpers beside ``tests/``), so that ``mypy tests/faults``
-checks these tests on their own.
-"""
+"""Helpers of the fault tests: files in known cache states (those of ``tests/pagecache.py``),
+resource counts, the cachestat oracle, and bounded waits for a task's view."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import anyio
 import attrs
+import pagecache
+from pagecache import opened, read_pages, uuid_of, write_clean
+from taskitems import apply_exists
 
 import aioduet
 from aioduet import Uuid, _kernel
+
+__all__ = [
+    "PAGE",
+    "Resources",
+    "apply_exists",
+    "converge",
+    "make_tree",
+    "opened",
+    "own_instances",
+    "read_pages",
+    "truth",
+    "uuid_of",
+    "wait_overflow",
+    "write_clean",
+]
 
 PAGE = _kernel.PAGE_SIZE
 
 
 # -- files -----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def opened(path: Path, flags: int = os.O_RDONLY) -> Iterator[int]:
-    """An fd of ``path`` for the block."""
-    fd = os.open(path, flags | os.O_CLOEXEC)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def write_clean(path: Path, pages: int) -> Path:
-    """A file of ``pages`` pages of random bytes, on disk and out of the page cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with opened(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) as fd:
-        os.write(fd, os.urandom(pages * PAGE))
-        os.fsync(fd)
-        _kernel.evict(fd)
-    return path
+# The page-cache helpers of the other tests, and the EXISTS picture they keep.
 
 
 def make_tree(root: Path, dirs: int, files: int, pages: int) -> Path:
     """``dirs`` directories ``dNNN`` of ``files`` files ``fNNN`` of ``pages`` pages each."""
-    for d in range(dirs):
-        sub = root / f"d{d:03}"
-        sub.mkdir(parents=True)
-        for f in range(files):
-            (sub / f"f{f:03}").write_bytes(b"t" * pages * PAGE)
-    return root
-
-
-def read_pages(path: Path) -> None:
-    """Read the whole file, with no readahead past it."""
-    with opened(path) as fd:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-        while os.read(fd, 1 << 20):
-            pass
-
-
-def uuid_of(path: Path) -> Uuid:
-    """The uuid aioduet reports for the file at ``path``."""
-    with opened(path) as fd:
-        return Uuid.from_stat(os.fstat(fd), _kernel.inode_generation(fd))
-
-
-def apply_exists(view: dict[Uuid, set[int]], items: Iterable[aioduet.Item]) -> None:
-    """Update an EXISTS task's picture (cached pages per file) with its items; an OVERFLOW
-    empties it (the scope's current state follows, as at registration)."""
-    for item in items:
-        if item.state & aioduet.Event.OVERFLOW:
-            view.clear()
-            continue
-        pages = view.setdefault(item.uuid, set())
-        if item.state & aioduet.Event.ADDED:
-            pages.update(item.pages)
-        if item.state & aioduet.Event.REMOVED:
-            pages.difference_update(item.pages)
+    return pagecache.make_tree(root, dirs, files, pages * PAGE)
 
 
 # -- resources ---------------------------------------------------------------------------

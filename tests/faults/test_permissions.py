@@ -18,58 +18,19 @@ check covers the rest.
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio._backends._asyncio  # imported before the fork: nobody cannot read it later
 import pytest
 from faultkit import Resources, read_pages, uuid_of, write_clean
+from nobody import NOBODY, as_nobody
 
 import aioduet
 from aioduet import Event
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kernel, pytest.mark.usefixtures("leaks")]
-
-NOBODY = 65534
-
-
-def _child(conn: Any, scenario: Callable[..., Awaitable[object]], args: tuple[object, ...]) -> None:
-    try:
-        os.setgroups([])
-        os.setresgid(NOBODY, NOBODY, NOBODY)
-        os.setresuid(NOBODY, NOBODY, NOBODY)
-        conn.send(("ok", anyio.run(scenario, *args, backend="asyncio")))
-    except BaseException as exc:  # sent to the test, which fails with it
-        conn.send(("raised", f"{type(exc).__name__}: {exc}"))
-
-
-def _fork_as_nobody(scenario: Callable[..., Awaitable[object]], args: tuple[object, ...]) -> Any:
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(sender, scenario, args))
-    child.start()
-    sender.close()
-    try:
-        if not receiver.poll(40):
-            raise AssertionError("the framework as nobody did not finish within 40 s")
-        status, result = receiver.recv()
-    finally:
-        if child.is_alive() and child.pid is not None:
-            os.kill(child.pid, 9)
-        child.join(10)
-        child.close()
-        receiver.close()
-    if status != "ok":
-        raise AssertionError(f"the framework as nobody failed: {result}")
-    return result
-
-
-async def as_nobody(scenario: Callable[..., Awaitable[object]], *args: object) -> Any:
-    return await anyio.to_thread.run_sync(_fork_as_nobody, scenario, args)
 
 
 async def _watch(top: str, readable: tuple[int, int], wanted: int) -> dict[str, Any]:
