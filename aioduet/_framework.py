@@ -132,6 +132,7 @@ class Duet(_abc.Duet):
         if "tracepoints" in self._source_names:
             # Events name inodes, not paths: file handles find the paths the index lacks.
             self._sink.attach_resolver(self._resolve_inode)
+            self._sink.inode_listeners.append(self._forget_resolution)
             self._sink.path_hints = PathHints()
 
     def _resolve_inode(self, dev: int, ino: int) -> tuple[str, int] | None:
@@ -151,13 +152,14 @@ class Duet(_abc.Duet):
             if gen is not None:
                 assert path is not None
                 return path, gen
-        # No path leads to the inode any more: it was deleted, and these are its pages
-        # leaving the cache. Its tasks know it by the key the store holds; an unknown
-        # generation (0) would make a key of its own and leave their pages cached forever.
-        for key in self.store.keys_of(dev, ino):
-            paths = self.index.paths(dev, ino)
-            return (paths[0] if paths else ""), key[2]
         return None
+
+    def _forget_resolution(self, dev: int, ino: int) -> None:
+        """The inode number may name another inode now: what the resolvers cached is stale
+        (a negative answer from while the old inode was dying would hide the new one)."""
+        for resolver, _count in self._resolvers.values():
+            if resolver.dev == dev:
+                resolver.invalidate(dev, ino)
 
     def _learn_path(self, resolver: HandleResolver, dev: int, ino: int) -> str | None:
         """The inode's path under the resolver's root, by file handle, added to the index."""

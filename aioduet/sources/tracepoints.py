@@ -550,11 +550,13 @@ class TracepointSource:
             # before was the old inode's (its key is still cached), what follows the new's.
             _, kdev, ino = record
             inode = (kdev, ino)
+            self._lifecycle.add(kdev)
+            for listener in self.sink.inode_listeners:  # the file-handle caches, say
+                listener(_tracefs.user_dev(kdev), ino)
             self._keys.pop(inode, None)
             self._orders.pop(inode, None)
             self._dirty.pop(inode, None)
             self._ends.pop(inode, None)
-            self._lifecycle.add(kdev)
         elif kind == ids.get(TRUNCATE):
             _, kdev, ino = record
             self._truncated((kdev, ino), append)
