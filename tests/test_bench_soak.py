@@ -1,0 +1,83 @@
+"""The soak benchmark, shortened for CI: fds and threads do not grow, and the views end true.
+
+One run of ``bench/soak.py`` (both source sets, 24 s each, 8 tasks) serves every test
+here. A leak shows as a floor that rises: the fewest fds (threads) seen in the last quarter of
+the samples after warm-up is more than the fewest in the first quarter. anyio's worker
+threads are left out of that: its pool keeps the high-water mark of concurrent calls, which
+may step up late in a short run; it must stay within anyio's limiter. Every view must end
+equal to the kernel's page maps (0 mismatches) in both source sets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from benchrun import run_bench
+
+SETS = ("scan", "exact")
+COUNTS = ("fds", "other_threads")  # anyio's worker pool is a high-water mark: bounded below
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    workdir: Path = tmp_path_factory.mktemp("soak")
+    return run_bench(
+        *("soak.py", "--sets", ",".join(SETS), "--minutes", "0.4", "--files", "40"),
+        *("--burst", "4", "--pause", "2", "--sample", "1", "--settle", "10"),
+        *("--dir", str(workdir)),
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("sources", SETS)
+def test_the_soak_samples_every_series_after_the_warm_up(
+    report: dict[str, Any], sources: str
+) -> None:
+    result = report["sets"][sources]
+    assert result["flood"]["rounds"] >= 3
+    assert result["flood"]["operations_total"] > 1000  # a flood, not a trickle
+    samples = result["samples"]
+    assert len(samples["seconds"]) >= 15
+    assert {len(values) for values in samples.values()} == {len(samples["seconds"])}
+    assert set(result["series"]) == set(samples) - {"seconds"}
+    for name, series in result["series"].items():
+        assert isinstance(series["flat"], bool), name
+        assert series["min"] <= series["first"] <= series["max"], name
+        assert series["min"] <= series["last"] <= series["max"], name
+    assert min(samples["rss_mib"]) > 0 and min(samples["threads"]) >= 1
+
+
+@pytest.mark.parametrize("sources", SETS)
+def test_fds_and_threads_do_not_grow_while_flooded(report: dict[str, Any], sources: str) -> None:
+    series = report["sets"][sources]["series"]
+    for name in COUNTS:
+        assert series[name]["end_floor"] <= series[name]["start_floor"], (name, series[name])
+    assert series["pool_threads"]["max"] <= 40  # anyio's default limiter
+
+
+@pytest.mark.parametrize("sources", SETS)
+def test_closing_the_framework_gives_its_fds_back(report: dict[str, Any], sources: str) -> None:
+    result = report["sets"][sources]
+    before, after = result["before_open"], result["after_close"]
+    assert after["fd_kinds"] == before["fd_kinds"]
+    assert after["fds"] == before["fds"]
+
+
+@pytest.mark.parametrize("sources", SETS)
+def test_every_view_ends_the_soak_true(report: dict[str, Any], sources: str) -> None:
+    result = report["sets"][sources]
+    assert result["mismatches"] == 0, result["mismatch_examples"]
+    assert result["mismatches_after_sync"] == 0, result["mismatch_examples_after_sync"]
+    assert not result["unsignalled_loss"]
+
+
+def test_a_task_registered_after_the_soak_agrees_with_the_kernel(report: dict[str, Any]) -> None:
+    for sources in SETS:
+        result = report["sets"][sources]
+        assert result["mismatches_of_a_task_registered_after"] == 0, (
+            sources,
+            result["mismatch_examples_of_a_task_registered_after"],
+        )
+        assert not result["unsignalled_loss"], sources
