@@ -202,12 +202,18 @@ class Store:
         for key, index, length, event in observations:
             count += 1
             entry = files.get(key)
+            new = entry is None
             if entry is None:
                 entry = self._entry(key)
             if entry.seen != active:
                 self._decide(entry, active)
             spread = spread_of(event) & (entry.route if routed else -1) & only
             if not spread:
+                if new and not entry.seen:
+                    # No task could decide about it (a file the exact set knows no path of,
+                    # a file its scan has not reached): nothing to remember, and a busy
+                    # device's other files would pile up (bench/soak.py).
+                    self.forget(key)
                 continue
             pages = entry.pages
             if length == 1:  # one page: the common case for per-folio event sources
