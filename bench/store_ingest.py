@@ -164,7 +164,10 @@ class NaiveStore:
         pending = self.pending
         for key, first, count, event in observations:
             for slot, (want, cancels) in enumerate(self.masks):
-                bits = event & want
+                bits = event
+                if cancels & DIRTY and event & REMOVED:
+                    bits |= FLUSHED  # a page gone from the cache is not dirty any more
+                bits &= want
                 if not bits or not self.is_relevant(key, slot):
                     continue
                 for page in range(first, first + count):
