@@ -216,6 +216,43 @@ async def _settle(views: list[Any], root: Path, seconds: float) -> tuple[list[st
     return wrong, round(anyio.current_time() - started, 2)
 
 
+async def checks_after_sync(
+    duet: Any,
+    group: Any,
+    views: list[Any],
+    root: Path,
+    seconds: float,
+    *,
+    consume: Any = _consume,
+) -> dict[str, Any]:
+    """Compare the views with the kernel again after a ``sync``, then a task registered now
+    (its items consumed by ``consume`` in ``group``); returns the report's fields for both.
+
+    A task registered now starts from the sources' own picture: if it agrees with the kernel
+    where the older tasks do not, their items went astray, not the sources' maps.
+    """
+    import anyio.to_thread  # noqa: PLC0415
+
+    from aioduet import Event  # noqa: PLC0415
+    from aioduet.views import ResidencyView  # noqa: PLC0415
+
+    await anyio.to_thread.run_sync(os.sync)
+    wrong_synced, settled_synced = await _settle(views, root, seconds)
+    fresh = ResidencyView()
+    late = await duet.register("late", Event.EXISTS | Event.MODIFIED, root)
+    group.start_soon(consume, late, fresh, {"overflows": 0})
+    await late.wait_scanned()
+    # Settled like the others: the kernel's own reclaim keeps changing the truth.
+    wrong_fresh, _ = await _settle([fresh], root, seconds)
+    return {
+        "settle_seconds_after_sync": settled_synced,
+        "mismatches_after_sync": len(wrong_synced),
+        "mismatch_examples_after_sync": wrong_synced[:5],
+        "mismatches_of_a_task_registered_after": len(wrong_fresh),
+        "mismatch_examples_of_a_task_registered_after": wrong_fresh[:5],
+    }
+
+
 async def one_set(args: argparse.Namespace, sources: str, workdir: Path) -> dict[str, Any]:
     import anyio  # noqa: PLC0415
     import anyio.to_thread  # noqa: PLC0415
@@ -258,16 +295,7 @@ async def one_set(args: argparse.Namespace, sources: str, workdir: Path) -> dict
                 ops[op] = ops.get(op, 0) + n
         wrong, settled = await _settle(views, root, args.settle)
         log(f"{sources}: {sum(ops.values())} operations, settled in {settled} s")
-        await anyio.to_thread.run_sync(os.sync)
-        wrong_synced, settled_synced = await _settle(views, root, args.settle)
-        # A task registered now starts from the sources' own picture: if it agrees with the
-        # kernel where the older tasks do not, their items went astray, not the sources' maps.
-        fresh = ResidencyView()
-        late = await duet.register("late", Event.EXISTS | Event.MODIFIED, root)
-        tg.start_soon(_consume, late, fresh, {"overflows": 0})
-        await late.wait_scanned()
-        # Settled like the others: the kernel's own reclaim keeps changing the truth.
-        wrong_fresh, _ = await _settle([fresh], root, args.settle)
+        checks = await checks_after_sync(duet, tg, views, root, args.settle)
         after = await duet.status()
         tg.cancel_scope.cancel()
     old = {s.name: s for s in before.sources}
@@ -296,11 +324,7 @@ async def one_set(args: argparse.Namespace, sources: str, workdir: Path) -> dict
         "settle_seconds": settled,
         "mismatches": len(wrong),
         "mismatch_examples": wrong[:5],
-        "settle_seconds_after_sync": settled_synced,
-        "mismatches_after_sync": len(wrong_synced),
-        "mismatch_examples_after_sync": wrong_synced[:5],
-        "mismatches_of_a_task_registered_after": len(wrong_fresh),
-        "mismatch_examples_of_a_task_registered_after": wrong_fresh[:5],
+        **checks,
     }
 
 

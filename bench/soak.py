@@ -77,7 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import log, write_report
-from flood import _paths, _settle, flood, populate
+from flood import _paths, _settle, checks_after_sync, flood, populate
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1 << 20
@@ -360,20 +360,14 @@ async def soak_set(args: argparse.Namespace, sources: str, root: Path) -> dict[s
             log(f"{sources}: {flooded['operations_total']} operations; settling")
             wrong, settled = await _settle(views, root, args.settle)
             at_end = await _sample(duet, views, root)
-            await anyio.to_thread.run_sync(os.sync)
-            wrong_synced, settled_synced = await _settle(views, root, args.settle)
-            fresh = ResidencyView()  # the sources' own picture, as a new task is told it
-            late = await duet.register("late", Event.EXISTS | Event.MODIFIED, root)
-            tg.start_soon(_consume, late, fresh, {"overflows": 0})
-            await late.wait_scanned()
-            wrong_fresh, _ = await _settle([fresh], root, args.settle)
+            checks = await checks_after_sync(duet, tg, views, root, args.settle, consume=_consume)
             after = await duet.status()
             tg.cancel_scope.cancel()
     finally:
         undo()
     gc.collect()  # the pool's pipes close when it is collected
     after_close = _census()
-    log(f"{sources}: {len(wrong)} mismatches, {len(wrong_synced)} after sync")
+    log(f"{sources}: {len(wrong)} mismatches, {checks['mismatches_after_sync']} after sync")
     old = {s.name: s for s in before.sources}
     sources_report = {
         s.name: {
@@ -403,11 +397,7 @@ async def soak_set(args: argparse.Namespace, sources: str, root: Path) -> dict[s
         "settle_seconds": settled,
         "mismatches": len(wrong),
         "mismatch_examples": wrong[:5],
-        "settle_seconds_after_sync": settled_synced,
-        "mismatches_after_sync": len(wrong_synced),
-        "mismatch_examples_after_sync": wrong_synced[:5],
-        "mismatches_of_a_task_registered_after": len(wrong_fresh),
-        "mismatch_examples_of_a_task_registered_after": wrong_fresh[:5],
+        **checks,
     }
 
 
