@@ -164,14 +164,14 @@ class NaiveStore:
         pending = self.pending
         for key, first, count, event in observations:
             for slot, (want, cancels) in enumerate(self.masks):
-                bits = event
-                if cancels & DIRTY and event & REMOVED:
-                    bits |= FLUSHED  # a page gone from the cache is not dirty any more
-                bits &= want
+                bits = event & want
                 if not bits or not self.is_relevant(key, slot):
                     continue
                 for page in range(first, first + count):
-                    value = pending.get((key, page, slot), 0) | bits
+                    value = pending.get((key, page, slot), 0)
+                    if cancels & DIRTY and bits & REMOVED:
+                        value &= ~DIRTY  # a page gone from the cache is not dirty any more
+                    value |= bits
                     if cancels & ADDED and value & ADDED and value & REMOVED:
                         value &= ~(ADDED | REMOVED)
                     if cancels & DIRTY and value & DIRTY and value & FLUSHED:

@@ -108,23 +108,13 @@ class SlotTable:
         self._spreads.clear()
 
     def spread(self, event: int) -> int:
-        """``event``'s bits placed in the nibble of every slot that wants them.
-
-        For a slot that keeps the dirty state (MODIFIED), a page that leaves the cache is no
-        longer dirty either: REMOVED carries FLUSHED there. Without it the two pairs cancel
-        apart, and pending ADDED, DIRTY, REMOVED left DIRTY: a page gone from the cache,
-        told as dirty (bench/soak.py found views with such pages).
-        """
+        """``event``'s bits placed in the nibble of every slot that wants them."""
         try:
             return self._spreads[event]
         except KeyError:
             value = 0
-            cancel_lo = self.cancel_lo
             for slot in range(self.max_slots):
-                bits = event
-                if event & Event.REMOVED and cancel_lo >> (4 * slot) & Event.DIRTY:
-                    bits |= Event.FLUSHED
-                value |= (bits & self.want[slot]) << (4 * slot)
+                value |= (event & self.want[slot]) << (4 * slot)
             self._spreads[event] = value
             return value
 

@@ -43,6 +43,9 @@ NotifyFn = Callable[[int], None]
 """Called with one bit per slot that received pending state."""
 
 _OPPOSITE = {int(Event.ADDED): int(Event.REMOVED), int(Event.DIRTY): int(Event.FLUSHED)}
+_REMOVED = int(Event.REMOVED)
+_DIRTY_NIBBLES = int("4" * 64, 16)
+"""``DIRTY`` in the nibble of each of the 64 slots a store may have."""
 
 #: Estimated bytes per pending page and per file entry, as measured by
 #: ``bench/store_ingest.py`` (CPython 3.11, 64-bit); used by :meth:`Store.statistics`.
@@ -195,6 +198,11 @@ class Store:
         if not active:
             return  # no task: nothing to route, nothing to remember
         cancel_lo = slots.cancel_lo
+        # For a slot that keeps the dirty state (MODIFIED), a page that leaves the cache is
+        # not dirty any more: a REMOVED drops the DIRTY pending before it. Otherwise pending
+        # ADDED, DIRTY, REMOVED cancelled to DIRTY alone, a page gone from the cache told as
+        # cached and dirty (bench/soak.py). It is not a FLUSHED: that would cancel a DIRTY
+        # that comes after it (removed, then read and written again).
         spread_of = slots.spread
         bits_of = slots.bits_of
         woken = 0
@@ -216,8 +224,10 @@ class Store:
                     self.forget(key)
                 continue
             pages = entry.pages
+            # REMOVED (0x2) moved onto DIRTY (0x4), for the slots that keep the dirty state.
+            keep = ~((spread << 1) & cancel_lo & _DIRTY_NIBBLES) if event & _REMOVED else -1
             if length == 1:  # one page: the common case for per-folio event sources
-                value = pages.get(index, 0) | spread
+                value = (pages.get(index, 0) & keep) | spread
                 if value & (value >> 1) & cancel_lo:  # some cancelling pair has both bits
                     value = cancel(value, cancel_lo)
                 if value:
@@ -227,7 +237,7 @@ class Store:
             else:
                 get = pages.get
                 for page in range(index, index + length):
-                    value = get(page, 0) | spread
+                    value = (get(page, 0) & keep) | spread
                     if value & (value >> 1) & cancel_lo:
                         value = cancel(value, cancel_lo)
                     if value:

@@ -28,8 +28,7 @@ def test_slots_left_get_the_opposite_and_slots_joined_get_the_state() -> None:
 
     scopes.update({left: False, joined: True})
     store.relocate(KEY, [(0, 4, A), (1, 1, D)])
-    # Gone from the cache for it, hence not dirty either (REMOVED carries FLUSHED).
-    assert store.drain(left, 10) == [(KEY, 0, 4, R | F)]
+    assert store.drain(left, 10) == [(KEY, 0, 1, R), (KEY, 1, 1, R | F), (KEY, 2, 2, R)]
     assert store.drain(joined, 10) == [(KEY, 0, 1, A), (KEY, 1, 1, A | D), (KEY, 2, 2, A)]
     assert store.drain(stays, 10) == []  # still relevant: nothing changed for it
     # From now on the new answers route observations.
