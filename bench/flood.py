@@ -216,6 +216,28 @@ async def _settle(views: list[Any], root: Path, seconds: float) -> tuple[list[st
     return wrong, round(anyio.current_time() - started, 2)
 
 
+def loss_report(before: Any, after: Any, counts: list[dict[str, int]]) -> dict[str, Any]:
+    """What each source observed and lost between two ``status()`` snapshots, the OVERFLOW
+    items each task counted, and whether some loss reached a task that heard of none."""
+    old = {s.name: s for s in before.sources}
+    sources = {
+        s.name: {
+            "observations": s.observations - old[s.name].observations,
+            "lost": s.lost - old[s.name].lost,
+            "overflows": s.overflows - old[s.name].overflows,
+        }
+        for s in after.sources
+    }
+    lost = sum(s["lost"] for s in sources.values())
+    overflows = [c["overflows"] for c in counts]
+    return {
+        "sources": sources,
+        "lost": lost,
+        "overflows_per_task": overflows,
+        "unsignalled_loss": lost > 0 and min(overflows) == 0,
+    }
+
+
 async def checks_after_sync(
     duet: Any,
     group: Any,
@@ -298,28 +320,15 @@ async def one_set(args: argparse.Namespace, sources: str, workdir: Path) -> dict
         checks = await checks_after_sync(duet, tg, views, root, args.settle)
         after = await duet.status()
         tg.cancel_scope.cancel()
-    old = {s.name: s for s in before.sources}
-    sources_report = {
-        s.name: {
-            "observations": s.observations - old[s.name].observations,
-            "lost": s.lost - old[s.name].lost,
-            "overflows": s.overflows - old[s.name].overflows,
-        }
-        for s in after.sources
-    }
-    lost = sum(s["lost"] for s in sources_report.values())
-    overflows = [c["overflows"] for c in counts]
+    losses = loss_report(before, after, counts)
     return {
         "operations": ops,
         "operations_total": sum(ops.values()),
         "operations_per_second": round(sum(ops.values()) / flooding, 1),
         "observations_per_second": round(
-            sum(s["observations"] for s in sources_report.values()) / flooding, 1
+            sum(s["observations"] for s in losses["sources"].values()) / flooding, 1
         ),
-        "sources": sources_report,
-        "lost": lost,
-        "overflows_per_task": overflows,
-        "unsignalled_loss": lost > 0 and min(overflows) == 0,
+        **losses,
         "files_at_end": len(_paths(root)),
         "settle_seconds": settled,
         "mismatches": len(wrong),

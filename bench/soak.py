@@ -77,7 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import log, write_report
-from flood import _paths, _settle, checks_after_sync, flood, populate
+from flood import _paths, _settle, checks_after_sync, flood, loss_report, populate
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1 << 20
@@ -368,24 +368,11 @@ async def soak_set(args: argparse.Namespace, sources: str, root: Path) -> dict[s
     gc.collect()  # the pool's pipes close when it is collected
     after_close = _census()
     log(f"{sources}: {len(wrong)} mismatches, {checks['mismatches_after_sync']} after sync")
-    old = {s.name: s for s in before.sources}
-    sources_report = {
-        s.name: {
-            "observations": s.observations - old[s.name].observations,
-            "lost": s.lost - old[s.name].lost,
-            "overflows": s.overflows - old[s.name].overflows,
-        }
-        for s in after.sources
-    }
-    lost = sum(s["lost"] for s in sources_report.values())
-    overflows = [c["overflows"] for c in counts]
+    losses = loss_report(before, after, counts)
     series = summarize(samples, args.warmup * args.minutes * 60)
     return {
         "flood": flooded,
-        "sources": sources_report,
-        "lost": lost,
-        "overflows_per_task": overflows,
-        "unsignalled_loss": lost > 0 and min(overflows) == 0,
+        **losses,
         "files_at_end": len(_paths(root)),
         "warmup_seconds": round(args.warmup * args.minutes * 60, 1),
         "series": series,
