@@ -172,9 +172,8 @@ class Duet(_abc.Duet):
 
     def locate(self, dev: int, ino: int) -> None:
         """Look an inode up again by file handle (a task's ``get_path`` found no good path)."""
+        self._forget_resolution(dev, ino)
         for resolver, _count in self._resolvers.values():
-            if resolver.dev == dev:
-                resolver.invalidate(dev, ino)
             self._learn_path(resolver, dev, ino)
 
     # -- store callbacks -------------------------------------------------------------------

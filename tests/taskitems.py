@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import anyio
+from pagecache import opened, uuid_of
 
 import aioduet
-from aioduet import Event, Item, Uuid
+import aioduet.abc
+from aioduet import Event, Item, Uuid, _kernel
 
 
 def pages(items: list[Item], uuid: Uuid, bit: Event) -> set[int]:
@@ -50,3 +54,47 @@ def apply_exists(view: dict[Uuid, set[int]], items: list[Item]) -> None:
 def residency_passes(status: aioduet.Status) -> int:
     """Complete walks of the residency source so far."""
     return next(s for s in status.sources if s.name == "residency").passes
+
+
+def truth(path: Path) -> set[int]:
+    """The pages of ``path`` in the page cache now, as cachestat counts them (the oracle)."""
+    with opened(path) as fd:
+        size = os.fstat(fd).st_size
+        return {f + k for f, n in _kernel.page_runs(fd, size, "cache") for k in range(n)}
+
+
+async def converge(
+    task: aioduet.abc.Task,
+    view: dict[Uuid, set[int]],
+    present: Iterable[Path],
+    gone: Iterable[Uuid] = (),
+    *,
+    seconds: float = 20,
+) -> None:
+    """Fetch until an EXISTS task's ``view`` equals the cache for ``present`` files, and
+    holds no page of the ``gone`` ones (deleted, replaced, or moved out of the scope).
+
+    The cache is read again on every round: the reclaim daemon evicts at its own pace, and
+    the task must follow. Raises TimeoutError with the differences when it does not.
+    """
+    files = list(present)
+    lost = list(gone)
+    wrong: dict[str, object] = {}
+    try:
+        with anyio.fail_after(seconds):
+            while True:
+                wrong = {}
+                for path in files:
+                    expected = truth(path)
+                    seen = view.get(uuid_of(path), set())
+                    if seen != expected:
+                        wrong[str(path) + " " + str(uuid_of(path))] = (len(seen), len(expected))
+                for uuid in lost:
+                    if view.get(uuid):
+                        wrong[str(uuid)] = len(view[uuid])
+                if not wrong:
+                    return
+                with anyio.move_on_after(0.25):
+                    apply_exists(view, await task.fetch(100_000))
+    except TimeoutError:
+        raise AssertionError(f"the task's view did not converge: {wrong}") from None

@@ -48,13 +48,13 @@ from anyio.streams.text import TextReceiveStream
 from clirun import daemon_process
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from pagecache import evict, opened, read_pages, uuid_of, write_clean
+from pagecache import evict, read_pages, uuid_of, write_clean
 from storecheck import check_store
-from taskitems import apply_exists
+from taskitems import apply_exists, converge
 
 import aioduet
 import aioduet.abc
-from aioduet import Bmap, Event, Item, Uuid, _kernel
+from aioduet import Bmap, Event, Item, Uuid
 from aioduet.daemon import serve
 from aioduet.store import Key, Observation
 
@@ -548,34 +548,6 @@ def kernel_tree() -> Iterator[list[Path]]:
         yield [write_clean(path / f"d{i % 2}" / f"f{i}", KERNEL_PAGES) for i in range(KERNEL_FILES)]
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _cached_pages(path: Path) -> set[int]:
-    with opened(path) as fd:
-        size = os.fstat(fd).st_size
-        return {f + k for f, n in _kernel.page_runs(fd, size, "cache") for k in range(n)}
-
-
-async def converge(
-    task: aioduet.abc.Task, view: dict[Uuid, set[int]], files: list[Path], seconds: float = 20
-) -> None:
-    """Fetch until the EXISTS view equals cachestat for every file (a bounded wait).
-
-    The kernel's truth is read again whenever no item came for a second: a DAMON eviction
-    that the sources already reported may still be on its way to this task.
-    """
-    uuids = {uuid_of(path): path for path in files}
-    truth: dict[Uuid, set[int]] = {}
-    mine: dict[Uuid, set[int]] = {}
-    with anyio.move_on_after(seconds):
-        while True:
-            truth = {uuid: pages for uuid, path in uuids.items() if (pages := _cached_pages(path))}
-            mine = {uuid: pages for uuid, pages in view.items() if uuid in uuids and pages}
-            if mine == truth:
-                return
-            with anyio.move_on_after(1):
-                apply_exists(view, await task.fetch())
-    raise AssertionError(f"{task.name} did not converge: it sees {mine}, cachestat {truth}")
 
 
 def _threads() -> int:
