@@ -11,7 +11,8 @@ catch the builtin keep working::
     ├── DaemonUnavailable   (ConnectionError)  connect(): no daemon answers on the socket
     ├── DaemonLost          (ConnectionError)  the daemon's connection broke under a client
     ├── ProtocolError       (ValueError)       a frame broke the daemon protocol (docs/protocol.md)
-    └── RecordError         (ValueError)       a recording file is truncated, foreign or malformed
+    ├── RecordError         (ValueError)       a recording file is truncated, foreign or malformed
+    └── NotInstalled        (RuntimeError)     aioduet.dask: the cluster lacks the residency plugins
 
 Closed and exhausted streams use anyio's own exceptions: :class:`anyio.ClosedResourceError`
 (the task was closed by its owner), :class:`anyio.EndOfStream` (the framework closed under
@@ -25,6 +26,7 @@ __all__ = [
     "DaemonLost",
     "DaemonUnavailable",
     "NotFound",
+    "NotInstalled",
     "ProtocolError",
     "RecordError",
     "ResidencyUnknown",
@@ -78,3 +80,7 @@ class RecordError(AioduetError, ValueError):
     The message is one line naming the file and the problem (docs/commands/record.md
     describes the format).
     """
+
+
+class NotInstalled(AioduetError, RuntimeError):
+    """``aioduet.dask``: the scheduler or a worker lacks the residency plugins (``install``)."""
