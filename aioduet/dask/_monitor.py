@@ -132,8 +132,11 @@ class ResidencyMonitor:
             framework: Duet = (
                 open_duet(self.sources) if self.daemon is None else connect(self.daemon)
             )
-            registration = framework.register("dask-residency", Event.EXISTS, self.root)
-            async with framework, registration as task:
+            # One statement, two managers: register() is called once the framework is open.
+            async with (
+                framework,
+                framework.register("dask-residency", Event.EXISTS, self.root) as task,
+            ):
                 task_status.started()
                 while True:
                     await self._apply(task, await task.fetch(_FETCH))
