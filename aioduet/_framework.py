@@ -6,7 +6,7 @@ import errno
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AsyncExitStack
 
 import anyio
@@ -26,7 +26,6 @@ from .sources import (
     Sink,
     Source,
     SourceOptions,
-    _pagemap,
     make_sources,
     resolve_sources,
 )
@@ -38,6 +37,8 @@ __all__ = ["Duet", "checked_directory", "open_duet", "validate_mask"]
 
 DEFAULT_MAX_TASKS = 8
 _RESTART_DELAY = 0.5
+_RECHECKS = 8
+"""Looks at a file that keeps changing while a registration scan covers it, at most."""
 _RESTART_DELAY_MAX = 30.0
 logger = logging.getLogger("aioduet")
 # A plain int: ~ on an IntFlag complements only within the flag's own bits.
@@ -444,6 +445,8 @@ class Duet(_abc.Duet):
                     await anyio.sleep(delay)
                     delay = min(delay * 2, _RESTART_DELAY_MAX)
             intro.finish()
+            # Until the rechecks are done their files are not covered: the intro stays.
+            await intro.wait_rechecked()
         newer = self._intros.get(intro.slot)
         if newer is not None and newer is not intro and newer.task is intro.task:
             return  # replaced by a rescan, which marks the task scanned once done
@@ -453,31 +456,51 @@ class Duet(_abc.Duet):
             if intro.again and self._tasks.get(intro.slot) is intro.task:
                 self._start_intro(intro.task, intro.slot, again=False)
 
-    def _recheck_later(self, intro: _Introduction, inodes: list[tuple[int, int]]) -> None:
+    def _recheck_later(
+        self, intro: _Introduction, inodes: list[tuple[int, int]], attempt: int
+    ) -> None:
         if self._group is not None and self._state == "open":
-            self._group.start_soon(self._recheck, intro, inodes)
+            self._group.start_soon(self._recheck, intro, inodes, attempt)
+        else:
+            intro.rechecked(inodes, attempt=attempt, settled=inodes)
 
-    async def _recheck(self, intro: _Introduction, inodes: list[tuple[int, int]]) -> None:
-        """Report what changed in files that had events while a scan was covering them.
+    async def _recheck(
+        self, intro: _Introduction, inodes: list[tuple[int, int]], attempt: int
+    ) -> None:
+        """Tell the task the state of files that had events while the scan did not cover them.
 
-        An event that arrives between the scan's look at a file and the moment the scan
-        marks it covered cannot be routed to the task yet; where no periodic scan follows
-        (the exact set), it would be lost. So the file is looked at once more, and what
-        differs from what the scan reported is reported: the event may have come before the
-        look (already in it) or after it, and either way nothing is reported twice.
+        An event that arrives before the scan covers a file cannot be routed to the task
+        yet; where no periodic scan follows (the exact set), it would be lost. So the file
+        is looked at once more, and its cached and dirty pages are told (the scan's own look
+        at it was not: see :meth:`_Introduction.deliver`).
+
+        Nothing may be told twice. After the look, the events queued so far are taken in
+        while the file is still not covered. A file with none is covered and told: every
+        later event comes after the look. A file with some is looked at again and this look
+        dropped, up to ``_RECHECKS`` times; a file that keeps changing is then covered as it
+        is. Files with no path under the task's scope have nothing to tell: covered at once.
         """
-        task = intro.task
-        watched = intro.watched
-        reported = {inode: intro.reported.pop(inode, []) for inode in inodes}
-        located = [
-            (dev, ino, path, reported[dev, ino])
-            for dev, ino in inodes
-            for path in self.index.paths(dev, ino)[:1]
-            if is_under(path, watched)
-        ]
-        observations = await anyio.to_thread.run_sync(_changes_since, located)
-        if observations and not task.closed and self._tasks.get(intro.slot) is task:
-            self.store.ingest_for(intro.slot, observations)
+        observations: list[Observation] = []
+        settled: Collection[tuple[int, int]] = inodes
+        try:
+            watched = intro.watched
+            located = [
+                (dev, ino, path)
+                for dev, ino in inodes
+                for path in self.index.paths(dev, ino)[:1]
+                if is_under(path, watched)
+            ]
+            observations = await anyio.to_thread.run_sync(_state_of, located)
+            if self._intros.get(intro.slot) is intro and not intro.task.closed:
+                self._sink.settle()  # events from before the look: while not covered
+                if attempt < _RECHECKS:
+                    settled = set(inodes).difference((dev, ino) for dev, ino, _ in located)
+        finally:
+            intro.rechecked(inodes, attempt=attempt, settled=settled)
+        covered = intro.covered
+        told = [observation for observation in observations if observation[0][:2] in covered]
+        if told and self._intros.get(intro.slot) is intro and not intro.task.closed:
+            self.store.ingest_for(intro.slot, told)
 
     def release(self, task: Task) -> None:
         """Deregister ``task`` (called by :meth:`Task.aclose`)."""
@@ -537,12 +560,11 @@ def _fd_limit_hint(code: int | None) -> str:
     return ""
 
 
-def _changes_since(located: list[tuple[int, int, str, list[Observation]]]) -> list[Observation]:
-    """For each file, how its cached and dirty pages now differ from what was reported
-    (a thread's job): ADDED/REMOVED for pages cached/no longer cached, DIRTY/FLUSHED for
-    pages dirty/no longer dirty."""
+def _state_of(located: list[tuple[int, int, str]]) -> list[Observation]:
+    """Each file's cached pages (ADDED) and dirty pages (DIRTY) now (a thread's job); files
+    gone or replaced at their path are left out."""
     observations: list[Observation] = []
-    for dev, ino, path, reported in located:
+    for dev, ino, path in located:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
@@ -552,21 +574,11 @@ def _changes_since(located: list[tuple[int, int, str, list[Observation]]]) -> li
             if (st.st_dev, st.st_ino) != (dev, ino):
                 continue
             key = (dev, ino, _kernel.inode_generation(fd))
-            pages = -(-st.st_size // _kernel.PAGE_SIZE)
-            for field, on, off in (
-                ("cache", Event.ADDED, Event.REMOVED),
-                ("dirty", Event.DIRTY, Event.FLUSHED),
-            ):
-                before = bytearray(pages)  # as reported, in the order it was
-                for _key, first, count, event in reported:
-                    if event & (on | off):
-                        if first + count > len(before):
-                            before.extend(bytes(first + count - len(before)))
-                        before[first : first + count] = (b"\x01" if event & on else b"\x00") * count
-                now = _pagemap.from_runs(_kernel.page_runs(fd, st.st_size, field), pages)
-                added, removed = _pagemap.diff(before, now)
-                observations.extend((key, first, count, int(on)) for first, count in added)
-                observations.extend((key, first, count, int(off)) for first, count in removed)
+            for field, event in (("cache", Event.ADDED), ("dirty", Event.DIRTY)):
+                observations.extend(
+                    (key, first, count, int(event))
+                    for first, count in _kernel.page_runs(fd, st.st_size, field)
+                )
         except OSError:
             continue
         finally:
@@ -602,15 +614,18 @@ class _Introduction:
     slot: int
     watched: str
     """The path the sources watch for the task (see ``Duet._watched``)."""
-    recheck: Callable[[_Introduction, list[tuple[int, int]]], None]
+    recheck: Callable[[_Introduction, list[tuple[int, int]], int], None]
     covered: set[tuple[int, int]] = attrs.field(factory=set)
     missed: set[tuple[int, int]] = attrs.field(factory=set)
     """Inodes with events while not covered yet: looked at again once covered."""
     passed: set[tuple[int, int]] = attrs.field(factory=set)
     """Inodes with events before a look that may not reach them: looked at by :meth:`finish`
     unless the scan covers them."""
-    reported: dict[tuple[int, int], list[Observation]] = attrs.field(factory=dict)
-    """What the scan reported of the inodes looked at again (their recheck reports the rest)."""
+    rechecking: set[tuple[int, int]] = attrs.field(factory=set)
+    """Inodes a recheck is looking at: not covered until it is done."""
+    pending: int = 0
+    """Rechecks under way."""
+    _idle: anyio.Event | None = None
     scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
     again: bool | None = None
     """None for a registration's scan; for a rescan after lost observations, whether more
@@ -620,40 +635,66 @@ class _Introduction:
         # Every file not covered yet is looked at from now on: what happened to it so far
         # will show in that look, and a recheck would report it a second time. Unless the
         # scan never reaches the file (created in a directory it listed already).
-        self.passed |= self.missed
-        self.missed.clear()
+        # (A file under a recheck stays with it: the recheck looks at it again.)
+        self.passed |= self.missed - self.rechecking
+        self.missed &= self.rechecking
 
     def finish(self) -> None:
         """The scan is over: files that had events but that it never reached (created, or
         renamed into a directory it had listed) are looked at once more, as if covered late:
         their events were held back from the task."""
-        leftover = (self.passed | self.missed) - self.covered
+        leftover = (self.passed | self.missed) - self.covered - self.rechecking
         self.passed.clear()
         self.missed = leftover
         self.cover(leftover)
 
-    def cover(self, inodes: Iterable[tuple[int, int]]) -> None:
-        fresh = set(inodes)
-        self.covered.update(fresh)
-        self.passed.difference_update(fresh)
+    def cover(self, inodes: Iterable[tuple[int, int]], attempt: int = 0) -> None:
+        """The scan looked at these files: from now on their events reach the task.
+
+        Files that had events while not covered are looked at again first (the recheck),
+        and stay uncovered until that look is done and the events from before it are in:
+        an event drained after a file is covered reaches the task, and one from before the
+        recheck's look would then be reported twice, by the event and by the look.
+        """
+        fresh = set(inodes) - self.rechecking
         late = [inode for inode in fresh if inode in self.missed]
+        done = fresh.difference(late)
+        self.covered.update(done)
+        self.passed.difference_update(fresh)
         if late:
             self.missed.difference_update(late)
-            for inode in late:
-                self.reported.setdefault(inode, [])
-            self.recheck(self, late)
+            self.rechecking.update(late)
+            self.pending += 1
+            self.recheck(self, late, attempt + 1)
+
+    def rechecked(
+        self, inodes: list[tuple[int, int]], *, attempt: int, settled: Collection[tuple[int, int]]
+    ) -> None:
+        """The ``attempt``-th recheck of ``inodes`` is over: cover them, but look again at
+        those with events since the look (unless ``settled``: covered as they are)."""
+        self.rechecking.difference_update(inodes)
+        self.missed.difference_update(settled)
+        self.cover(inodes, attempt)
+        self.pending -= 1
+        if not self.pending and self._idle is not None:
+            self._idle.set()
+
+    async def wait_rechecked(self) -> None:
+        """Wait until no recheck runs (they may start more while they run)."""
+        while self.pending:
+            self._idle = anyio.Event()
+            await self._idle.wait()
 
     def deliver(self, observations: Sequence[Observation]) -> None:
-        self.witness(observations)
-        if not self.task.closed:
-            self.store.ingest_for(self.slot, observations)
+        """The scan's look at covered files, for the new task only.
 
-    def witness(self, observations: Sequence[Observation]) -> None:
-        if self.reported:
-            for observation in observations:
-                runs = self.reported.get(observation[0][:2])
-                if runs is not None:
-                    runs.append(observation)
+        Files under a recheck are left out: the recheck's later look tells their state.
+        """
+        if self.rechecking:
+            rechecking = self.rechecking
+            observations = [o for o in observations if o[0][:2] not in rechecking]
+        if observations and not self.task.closed:
+            self.store.ingest_for(self.slot, observations)
 
 
 @attrs.define(eq=False)

@@ -164,6 +164,47 @@ async def test_a_file_read_while_the_scan_covers_it_is_reported(
         assert pages(items, uuid_of(data), Event.ADDED) == {0, 1, 2, 3}
 
 
+async def test_a_file_read_during_its_recheck_is_told_once(
+    ext4_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file with events before the scan covers it is looked at once more (the recheck).
+    # Pages read just before that look are in it, and their events are drained after it:
+    # they must not reach the task as well (a state-based task would count them twice).
+    data = write_clean(ext4_dir / "data", 4)
+    ident = (os.stat(data).st_dev, os.stat(data).st_ino)
+    original_batch, original_look = ResidencySource._run_batch, aioduet._framework._state_of
+    raced: list[bool] = []
+
+    async def run_batch(
+        self: ResidencySource, work: Callable[[Any], None], intro: Any = None
+    ) -> Any:
+        def racing(batch: Any) -> None:
+            work(batch)
+            if intro is not None and ident in batch.walked and not raced:
+                raced.append(True)
+                read_pages(data, 0, 2)  # after the scan's look: the file needs a recheck
+
+        return await original_batch(self, racing, intro)
+
+    def look(located: list[tuple[int, int, str]]) -> Any:
+        if any((dev, ino) == ident for dev, ino, _ in located):
+            read_pages(data, 2, 2)  # right before the recheck's look
+        return original_look(located)
+
+    monkeypatch.setattr(ResidencySource, "_run_batch", run_batch)
+    monkeypatch.setattr(aioduet._framework, "_state_of", look)
+    async with aioduet.open_duet("exact") as duet:
+        task = await duet.register("raced", Event.EXISTS, ext4_dir)
+        await task.wait_scanned()
+        assert raced
+        items = await collect(task, lambda got: len(pages(got, uuid_of(data), Event.ADDED)) == 4)
+        await anyio.sleep(0.3)  # time for a second report to arrive, if there were one
+        items += await task.poll(1000)
+        uuid = uuid_of(data)
+        told = [p for i in items if i.uuid == uuid and i.state & Event.ADDED for p in i.pages]
+        assert sorted(told) == [0, 1, 2, 3]
+
+
 async def test_cancellation_leaves_no_instance(ext4_dir: Path) -> None:
     before = _instances()
     with anyio.move_on_after(2) as scope:

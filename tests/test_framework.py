@@ -13,7 +13,7 @@ from taskitems import collect, pages
 
 import aioduet
 from aioduet import Event, _kernel
-from aioduet._framework import _changes_since, validate_mask
+from aioduet._framework import _state_of, validate_mask
 from aioduet.sources import resolve_sources
 
 pytestmark = pytest.mark.anyio
@@ -237,30 +237,33 @@ async def test_closing_mid_scan_is_prompt_and_leaks_no_fds(ext4_dir: Path) -> No
 
 
 @pytest.mark.kernel
-def test_a_recheck_reports_only_what_differs_from_what_the_scan_reported(ext4_dir: Path) -> None:
+def test_a_recheck_tells_the_cached_and_dirty_pages_now(ext4_dir: Path) -> None:
     data = write_clean(ext4_dir / "data", 8)
-    fd = os.open(data, os.O_RDONLY)
+    gone = write_clean(ext4_dir / "gone", 1)
+    fd = os.open(data, os.O_RDWR)
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
         for page in (0, 1, 2):
             os.pread(fd, 1, page * _kernel.PAGE_SIZE)
+        os.pwrite(fd, b"x", 6 * _kernel.PAGE_SIZE)
         st = os.fstat(fd)
         key = (st.st_dev, st.st_ino, _kernel.inode_generation(fd))
-        now = set()
+        cached: set[int] = set()
         for first, count in _kernel.page_runs(fd, st.st_size, "cache"):
-            now.update(range(first, first + count))
+            cached.update(range(first, first + count))
+        state = _state_of([(key[0], key[1], str(data))])
     finally:
         os.close(fd)
-    # The scan said pages 1-5 were cached, then page 5 was evicted (in that order).
-    reported = [(key, 1, 5, int(Event.ADDED)), (key, 5, 1, int(Event.REMOVED))]
-    changes = _changes_since([(key[0], key[1], str(data), reported)])
-    added = {p for k, f, c, e in changes if e == Event.ADDED for p in range(f, f + c)}
-    removed = {p for k, f, c, e in changes if e == Event.REMOVED for p in range(f, f + c)}
-    assert added == now - {1, 2, 3, 4}
-    assert removed == {1, 2, 3, 4} - now
-    assert 0 in added and {3, 4} <= removed  # what the reads above made sure of
-    assert all(k == key for k, *_ in changes)
+    gone_st = os.stat(gone)
+    gone.unlink()
+    added = {p for k, f, c, e in state if e == Event.ADDED for p in range(f, f + c)}
+    dirty = {p for k, f, c, e in state if e == Event.DIRTY for p in range(f, f + c)}
+    assert added == cached and {0, 1, 2, 6} <= added
+    assert dirty == {6}
+    assert all(k == key for k, *_ in state)
+    # A file gone from its path (or another file there now) has nothing to tell.
+    assert _state_of([(gone_st.st_dev, gone_st.st_ino, str(gone))]) == []
+    assert _state_of([(key[0], key[1] + 1, str(data))]) == []
 
 
 def test_source_names_may_come_in_one_comma_separated_string() -> None:
