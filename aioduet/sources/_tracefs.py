@@ -225,8 +225,14 @@ class PageParser:
     def __attrs_post_init__(self) -> None:
         self._unpack = {i: (s.unpack_from, s.size) for i, s in self.decoders.items()}
 
-    def parse(self, page: bytes, out: list[tuple[Any, ...]]) -> int:
+    def parse(
+        self, page: bytes, out: list[tuple[Any, ...]], stamps: list[int] | None = None
+    ) -> int:
         """Append the records of ``page`` to ``out``; returns the events lost before it.
+
+        With ``stamps``, each record's time stamp (ns of the instance's trace clock) is
+        appended to it too: the page's time stamp plus the deltas of the records up to it
+        (time extends and absolute stamps included), as the kernel's reader computes it.
 
         Returns:
             0 when none were lost, the kernel's count when it stored one, and -1 when events
@@ -251,16 +257,26 @@ class PageParser:
             size = header.missed_size
             if commit & _MISSED_STORED and end + size <= len(page):
                 lost = int.from_bytes(page[end : end + size], "little") or -1
-        self._records(page, start, end, out)
+        stamp = _U64(page, 0)[0] if stamps is not None else 0
+        self._records(page, start, end, out, stamps=stamps, stamp=stamp)
         return lost
 
-    def _records(  # noqa: PLR0912 - one flat loop over record types is the fast form
-        self, page: bytes, off: int, end: int, out: list[tuple[Any, ...]]
+    def _records(  # noqa: PLR0912, PLR0915 - one flat loop over record types is the fast form
+        self,
+        page: bytes,
+        off: int,
+        end: int,
+        out: list[tuple[Any, ...]],
+        *,
+        stamps: list[int] | None,
+        stamp: int,
     ) -> None:
         u32 = _U32
         u32h = _U32_U16
         unpack = self._unpack
         append = out.append
+        stamped = stamps is not None
+        mark = stamps.append if stamps is not None else None
         last = end - 8  # the last offset at which a header plus a u32 fit
         while off < end:
             if off <= last:
@@ -289,7 +305,16 @@ class PageParser:
                     raise PageError(f"padding at {off} lacks its length word")
                 off += 4 + u32(page, off + 4)[0]
                 continue
-            else:  # time extend, absolute time stamp
+            else:  # time extend (30), absolute time stamp (31)
+                if off + 8 > end:
+                    raise PageError(f"time record at {off} runs past the data end {end}")
+                if stamped:
+                    value = (u32(page, off + 4)[0] << 27) | (word >> 5)
+                    if type_len == _TYPE_TIME_EXTEND:
+                        stamp += value
+                    else:  # the low 59 bits; the top ones are the previous stamp's
+                        value |= stamp & _STAMP_TOP
+                        stamp = value + (1 << 59) if value < stamp else value
                 off += 8
                 continue
             nxt = data + length
@@ -297,18 +322,26 @@ class PageParser:
                 raise PageError(f"record at {off} of {length} bytes runs past {end}")
             if typ < 0:
                 typ = _U16(page, data)[0]
+            if stamped:
+                stamp += word >> 5
             found = unpack.get(typ)
             if found is not None:
                 fn, size = found
                 if size > length:
                     raise PageError(f"event {typ} at {off} has {length} bytes, needs {size}")
                 append(fn(page, data))
+                if mark is not None:
+                    mark(stamp)
             off = nxt
         if off != end:
             raise PageError(f"last record ends at {off}, past the data end {end}")
 
 
 _U32 = struct.Struct("<I").unpack_from
+_U64 = struct.Struct("<Q").unpack_from
+_TYPE_TIME_EXTEND = 30
+_STAMP_TOP = ~((1 << 59) - 1) & ((1 << 64) - 1)
+"""The bits of a time stamp that an absolute time stamp record does not carry."""
 _U16 = struct.Struct("<H").unpack_from
 _U32_U16 = struct.Struct("<IH").unpack_from
 
@@ -455,6 +488,9 @@ class Instance:
     """The ring-buffer page layout."""
     page_size: int
     """Bytes per ring-buffer page (sub-buffer)."""
+    clock: str = "local"
+    """The trace clock of the records' time stamps: ``mono`` (``CLOCK_MONOTONIC``, as
+    :func:`time.monotonic_ns`) where the kernel offers it, else the kernel's default."""
     _guard: subprocess.Popen[bytes] | None = None
     _dir_fd: int = -1
     """The fd of tracefs's ``instances`` directory."""
@@ -513,6 +549,13 @@ class Instance:
             if guard:
                 instance._start_guard()
             instance._write("buffer_size_kb", str(max(1, buffer_kb)))
+            # Time stamps in CLOCK_MONOTONIC (Linux >= 3.10) can be compared with the time a
+            # reader starts reading: records of several CPUs are put in order against it.
+            with contextlib.suppress(OSError):
+                instance._write("trace_clock", "mono")
+            with contextlib.suppress(OSError):
+                chosen = re.search(r"\[(\S+)\]", instance._read("trace_clock"))
+                instance.clock = chosen.group(1) if chosen else instance.clock
             # Readers are woken as soon as a buffer holds anything, not once half full (the
             # default): the latency from an event to its task is then the loop's, not the
             # drain timer's.

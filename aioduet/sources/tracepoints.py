@@ -38,9 +38,11 @@ and a rescan.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import os
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -91,6 +93,8 @@ _ADDED, _REMOVED = int(Event.ADDED), int(Event.REMOVED)
 _DIRTY, _FLUSHED = int(Event.DIRTY), int(Event.FLUSHED)
 _KEY_CACHE = 1 << 16
 _PAGES_PER_WAKEUP = 256
+_HOLD = 0.002
+"""Seconds before the next read when records were held back by the last one."""
 _MAX_ORDER = 20
 """Above any folio a page cache holds (the largest, hugetlbfs' 1 GiB pages on x86-64 or 16 GiB
 on 64 KiB-page arm64, are order 18): a larger ``order`` is a corrupted record, not a run of
@@ -190,6 +194,14 @@ class TracepointSource:
     """Kernel devs whose inodes' frees and allocations the events have shown (ext4)."""
     _counts: SourceCounters = attrs.field(init=False, factory=SourceCounters)
     _events: int = attrs.field(init=False, default=0)
+    _held: tuple[list[int], list[tuple[Any, ...]]] = attrs.field(
+        init=False, factory=lambda: ([], [])
+    )
+    """Records stamped after the last read began (time stamps, records), for the next read."""
+    _ready: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    """Set when some CPU's buffer is readable."""
+    _drained: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    """Set (and replaced) after every read of all the buffers."""
 
     @property
     def name(self) -> str:
@@ -311,7 +323,8 @@ class TracepointSource:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep_filters, instance, filters)
                 for fd in fds:
-                    tg.start_soon(self._read, fd, parser, instance.page_size)
+                    tg.start_soon(self._watch, fd)
+                tg.start_soon(self._read, fds, parser, instance)
                 task_status.started()
         finally:
             self._counts.active = False
@@ -365,52 +378,92 @@ class TracepointSource:
                 applied = filters
             self._filters_reached_kernel(changes)
 
-    async def _read(self, fd: int, parser: _tracefs.PageParser, page_size: int) -> None:
-        interval, gather = self.drain_interval, self.gather
+    async def _watch(self, fd: int) -> None:
+        """Wake the reader when this CPU's buffer holds something, once per read."""
         while True:
-            with anyio.move_on_after(interval):
-                await anyio.wait_readable(fd)
+            await anyio.wait_readable(fd)
+            drained = self._drained
+            self._ready.set()
+            await drained.wait()
+
+    async def _read(
+        self, fds: list[int], parser: _tracefs.PageParser, instance: _tracefs.Instance
+    ) -> None:
+        interval, gather = self.drain_interval, self.gather
+        ordered = instance.clock == "mono"
+        while True:
+            # Records stamped after the last read began wait for the next one, soon.
+            with anyio.move_on_after(_HOLD if self._held[0] else interval):
+                await self._ready.wait()
                 if gather:
                     await anyio.sleep(gather)
-            while self.drain(fd, parser, page_size) >= _PAGES_PER_WAKEUP:
+            self._ready = anyio.Event()
+            while self.drain(fds, parser, instance.page_size, ordered=ordered) >= _PAGES_PER_WAKEUP:
                 await anyio.lowlevel.checkpoint()
+            self._drained.set()
+            self._drained = anyio.Event()
 
     def _settle(
         self, fds: list[int], parser: _tracefs.PageParser, instance: _tracefs.Instance
     ) -> None:
         """Drain every CPU's ring buffer now (see :meth:`Sink.settle`)."""
-        for fd in fds:
-            while self.drain(fd, parser, instance.page_size) >= _PAGES_PER_WAKEUP:
-                pass
+        ordered = instance.clock == "mono"
+        while self.drain(fds, parser, instance.page_size, ordered=ordered) >= _PAGES_PER_WAKEUP:
+            pass
 
-    def drain(self, fd: int, parser: _tracefs.PageParser, page_size: int) -> int:
-        """Read, parse and hand over up to a batch of pages of one CPU; returns pages read."""
-        records: list[tuple[Any, ...]] = []
+    def drain(
+        self, fds: list[int], parser: _tracefs.PageParser, page_size: int, *, ordered: bool
+    ) -> int:
+        """Read, parse and hand over up to a batch of pages of each CPU; returns pages read.
+
+        The kernel keeps one ring buffer per CPU, and a file's events may come from several
+        (a thread that writes a file on one CPU and evicts it on another): handed over one
+        CPU at a time, the eviction could come before the write. So the records of all CPUs
+        are put in time-stamp order. With ``ordered`` (the ``mono`` trace clock), records
+        stamped after this read began are held back for the next read: a CPU read earlier
+        in this one may still have records stamped before them.
+        """
+        began = time.monotonic_ns()
+        stamps, records = self._held
+        streams = 1 if stamps else 0
         lost = 0
         pages = 0
         read, parse = os.read, parser.parse
-        while pages < _PAGES_PER_WAKEUP:
-            try:
-                page = read(fd, page_size)
-            except BlockingIOError:
-                break
-            if not page:
-                break
-            pages += 1
+        for fd in fds:
             before = len(records)
-            try:
-                missed = parse(page, records)
-            except _tracefs.PageError as exc:
-                # The page is not laid out as we read it: the records before the error are
-                # suspect too. They are dropped with the rest, and the rescan covers them.
-                del records[before:]
-                self._counts.error(f"unparsable ring-buffer page: {exc}")
-                missed = -1
-            if missed:
-                lost += missed if missed > 0 else 1
-        if records:
-            self._events += len(records)
-            self.handle(records)
+            taken = 0
+            while taken < _PAGES_PER_WAKEUP:
+                try:
+                    page = read(fd, page_size)
+                except BlockingIOError:
+                    break
+                if not page:
+                    break
+                taken += 1
+                start = len(records)
+                try:
+                    missed = parse(page, records, stamps)
+                except _tracefs.PageError as exc:
+                    # The page is not laid out as we read it: the records before the error
+                    # are suspect too. They are dropped with the rest; the rescan covers them.
+                    del records[start:], stamps[start:]
+                    self._counts.error(f"unparsable ring-buffer page: {exc}")
+                    missed = -1
+                if missed:
+                    lost += missed if missed > 0 else 1
+            pages = max(pages, taken)
+            if len(records) > before:
+                streams += 1
+        if streams > 1:  # each stream is in order already
+            order = sorted(range(len(stamps)), key=stamps.__getitem__)
+            stamps = [stamps[i] for i in order]
+            records = [records[i] for i in order]
+        cut = bisect.bisect_right(stamps, began) if ordered else len(stamps)
+        self._held = (stamps[cut:], records[cut:])
+        if cut:
+            due = records[:cut] if cut < len(records) else records
+            self._events += len(due)
+            self.handle(due)
         if lost:
             self._counts.lost += lost
             self._counts.overflows += 1
@@ -420,7 +473,7 @@ class TracepointSource:
     # -- records -------------------------------------------------------------------------
 
     def handle(self, records: list[tuple[Any, ...]]) -> None:
-        """Turn parsed records (one CPU's, in order) into observations for the sink."""
+        """Turn parsed records (in time order) into observations for the sink."""
         ids = self._ids
         add_id, del_id = ids.get(ADD, -1), ids.get(DELETE, -1)
         obs: list[Observation] = []

@@ -480,9 +480,10 @@ class TraceRig:
             for raw in pages:
                 writer.send(raw)
             with watchdog():
+                fds = [reader.fileno()]
                 for _ in pages:  # a zero-length page ends one drain, like EOF
-                    self.source.drain(reader.fileno(), self.parser, PAGE_SIZE)
-                assert self.source.drain(reader.fileno(), self.parser, PAGE_SIZE) == 0
+                    self.source.drain(fds, self.parser, PAGE_SIZE, ordered=False)
+                assert self.source.drain(fds, self.parser, PAGE_SIZE, ordered=False) == 0
 
     def good_seen(self) -> bool:
         key = (tf.user_dev(GOOD_KDEV), GOOD_INO, 0)

@@ -13,59 +13,24 @@ import time
 from pathlib import Path
 
 import pytest
+import tracepages as tp_pages
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tracepages import (
+    ADD_FMT,
+    DEL_FMT,
+    FIELDS,
+    HEADER,
+    ROOT,
+    event_data,
+    page,
+    parser,
+    record,
+    time_record,
+)
 
 from aioduet.sources import _tracefs as tf
-from aioduet.sources.tracepoints import ADD, DELETE, EVENTS
-
-ROOT = tf.mount_tracefs()
-HEADER = tf.parse_header_page(Path(ROOT, "events/header_page").read_text())
-ADD_FMT = tf.parse_format(ADD, Path(ROOT, "events", ADD, "format").read_text())
-DEL_FMT = tf.parse_format(DELETE, Path(ROOT, "events", DELETE, "format").read_text())
-FIELDS = EVENTS[ADD]
-
-
-def _parser() -> tf.PageParser:
-    return tf.PageParser(
-        HEADER, {ADD_FMT.id: ADD_FMT.struct(FIELDS), DEL_FMT.id: DEL_FMT.struct(FIELDS)}
-    )
-
-
-def _event_data(fmt: tf.EventFormat, ino: int, index: int, dev: int, order: int) -> bytes:
-    """The record data of a filemap event, laid out from its format file."""
-    size = max(f.offset + f.size for f in fmt.fields.values())
-    data = bytearray(size + (-size % 4))
-    f = fmt.fields
-    struct.pack_into("<H", data, f["common_type"].offset, fmt.id)
-    struct.pack_into("<Q", data, f["i_ino"].offset, ino)
-    struct.pack_into("<Q", data, f["index"].offset, index)
-    struct.pack_into("<I", data, f["s_dev"].offset, dev)
-    struct.pack_into("<B", data, f["order"].offset, order)
-    return bytes(data)
-
-
-def _record(data: bytes, *, long: bool = False, delta: int = 1) -> bytes:
-    if long or len(data) > 112:
-        return struct.pack("<II", delta << 5, len(data) + 4) + data
-    return struct.pack("<I", (delta << 5) | (len(data) // 4)) + data
-
-
-def _page(body: bytes, *, missed: int | None = None, flags: int = 0, size: int = 4096) -> bytes:
-    commit = len(body) | flags
-    tail = b""
-    if missed is not None:
-        commit |= 1 << 31
-        if missed:
-            commit |= 1 << 30
-            tail = struct.pack("<Q", missed)
-    head = bytearray(HEADER.data_offset)
-    struct.pack_into("<Q", head, 0, 123456789)
-    head[HEADER.commit_offset : HEADER.commit_offset + HEADER.commit_size] = commit.to_bytes(
-        HEADER.commit_size, "little"
-    )
-    page = bytes(head) + body + tail
-    return page + bytes(size - len(page))
+from aioduet.sources.tracepoints import ADD, DELETE
 
 
 def test_header_page_of_this_kernel() -> None:
@@ -89,58 +54,58 @@ def test_kernel_dev_encoding() -> None:
 
 
 def test_parse_records_of_every_kind() -> None:
-    add = _event_data(ADD_FMT, 77, 0, 5, 9)
-    rm = _event_data(DEL_FMT, 77, 512, 5, 0)
+    add = event_data(ADD_FMT, 77, 0, 5, 9)
+    rm = event_data(DEL_FMT, 77, 512, 5, 0)
     other = struct.pack("<H", 0xFFFF) + bytes(10)  # an event we do not decode
     body = (
-        _record(add)
+        record(add)
         + struct.pack("<II", (3 << 5) | 30, 1)  # time extend
-        + _record(other)
+        + record(other)
         + struct.pack("<II", (1 << 5) | 29, 12)  # padding: its length word counts itself
         + bytes(8)
         + struct.pack("<II", 31, 0)  # absolute time stamp
-        + _record(rm, long=True)  # type_len 0: length in the next word
+        + record(rm, long=True)  # type_len 0: length in the next word
     )
     out: list[tuple[object, ...]] = []
-    assert _parser().parse(_page(body), out) == 0
+    assert parser().parse(page(body), out) == 0
     assert out == [(ADD_FMT.id, 77, 0, 5, 9), (DEL_FMT.id, 77, 512, 5, 0)]
 
 
 def test_null_padding_ends_the_page() -> None:
-    add = _event_data(ADD_FMT, 1, 2, 3, 0)
-    body = _record(add) + struct.pack("<I", 29) + b"\xff" * 40
+    add = event_data(ADD_FMT, 1, 2, 3, 0)
+    body = record(add) + struct.pack("<I", 29) + b"\xff" * 40
     out: list[tuple[object, ...]] = []
-    assert _parser().parse(_page(body), out) == 0
+    assert parser().parse(page(body), out) == 0
     assert out == [(ADD_FMT.id, 1, 2, 3, 0)]
 
 
 def test_lost_events_flags() -> None:
-    add = _record(_event_data(ADD_FMT, 1, 2, 3, 0))
+    add = record(event_data(ADD_FMT, 1, 2, 3, 0))
     out: list[tuple[object, ...]] = []
-    assert _parser().parse(_page(add, missed=0), out) == -1
-    assert _parser().parse(_page(add, missed=42), out) == 42
+    assert parser().parse(page(add, missed=0), out) == -1
+    assert parser().parse(page(add, missed=42), out) == 42
     assert len(out) == 2
 
 
 def test_truncated_record_is_a_clear_error() -> None:
-    add = _record(_event_data(ADD_FMT, 1, 2, 3, 0))
+    add = record(event_data(ADD_FMT, 1, 2, 3, 0))
     with pytest.raises(tf.PageError, match="runs past"):
-        _parser().parse(_page(add[:-4]), [])
+        parser().parse(page(add[:-4]), [])
     with pytest.raises(tf.PageError, match="shorter than its header"):
-        _parser().parse(b"\0" * 8, [])
+        parser().parse(b"\0" * 8, [])
     with pytest.raises(tf.PageError, match="claims"):
-        _parser().parse(_page(add)[:30], [])
+        parser().parse(page(add)[:30], [])
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.binary(min_size=0, max_size=600), st.integers(0, 4080), st.booleans())
 def test_fuzz_arbitrary_bytes(body: bytes, length: int, lost: bool) -> None:
-    page = bytearray(_page(body, missed=0 if lost else None))
+    page = bytearray(tp_pages.page(body, missed=0 if lost else None))
     length = min(length, len(body) + 40)
     page[8:16] = (length | (1 << 31 if lost else 0)).to_bytes(8, "little")
     out: list[tuple[object, ...]] = []
     try:
-        missed = _parser().parse(bytes(page), out)
+        missed = parser().parse(bytes(page), out)
     except tf.PageError:
         return
     assert missed == (-1 if lost else 0)
@@ -151,7 +116,7 @@ def test_fuzz_arbitrary_bytes(body: bytes, length: int, lost: bool) -> None:
 @given(st.binary(min_size=0, max_size=4200))
 def test_fuzz_whole_pages(page: bytes) -> None:
     with contextlib.suppress(tf.PageError):
-        _parser().parse(page, [])
+        parser().parse(page, [])
 
 
 # -- real instances ---------------------------------------------------------------------
@@ -241,3 +206,55 @@ def test_no_instance_left_after_signal(sig: signal.Signals) -> None:
         proc.wait()
         proc.stdout.close() if proc.stdout else None
     _wait_gone(name)
+
+
+def test_records_carry_the_time_stamps_the_kernel_gave_them() -> None:
+    add = record(event_data(ADD_FMT, 1, 2, 3, 0), delta=1)
+    other = struct.pack("<I", (4 << 5) | 3) + struct.pack("<H", 0xFFFF) + bytes(10)
+    body = (
+        add  # 1000 + 1
+        + record(event_data(ADD_FMT, 1, 3, 3, 0), delta=2)  # + 2
+        + other  # an event nobody decodes still moves the time: + 4
+        + time_record((3 << 27) + 5)  # a time extend
+        + record(event_data(DEL_FMT, 1, 2, 3, 0), delta=1, long=True)
+        + time_record(5_000_000_000, absolute=True)
+        + record(event_data(ADD_FMT, 1, 4, 3, 0), delta=7)
+    )
+    out: list[tuple[object, ...]] = []
+    stamps: list[int] = []
+    assert parser().parse(page(body, stamp=1000), out, stamps) == 0
+    extended = 1007 + (3 << 27) + 5
+    assert stamps == [1001, 1003, extended + 1, 5_000_000_007]
+    assert len(out) == 4
+    plain: list[tuple[object, ...]] = []
+    parser().parse(page(body, stamp=1000), plain)  # without stamps: the same records
+    assert plain == out
+
+
+def test_an_instance_stamps_records_with_the_monotonic_clock(tmp_path: Path) -> None:
+    instance = tf.Instance.create([ADD], buffer_kb=256)
+    try:
+        assert instance.clock == "mono"
+        before = time.monotonic_ns()
+        instance.enable()
+        (tmp_path / "stamped").write_bytes(os.urandom(8192))
+        out: list[tuple[object, ...]] = []
+        stamps: list[int] = []
+        for cpu in instance.cpus():
+            fd = instance.open_pipe(cpu)
+            try:
+                while True:
+                    try:
+                        raw = os.read(fd, instance.page_size)
+                    except BlockingIOError:
+                        break
+                    if not raw:
+                        break
+                    instance.parser({ADD: FIELDS}).parse(raw, out, stamps)
+            finally:
+                os.close(fd)
+        after = time.monotonic_ns()
+        assert stamps
+        assert all(before <= stamp <= after for stamp in stamps)
+    finally:
+        instance.close()

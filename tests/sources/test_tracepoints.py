@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import ClassVar
@@ -10,13 +11,14 @@ from typing import ClassVar
 import anyio
 import pytest
 from pagecache import opened, read_pages, uuid_of, write_clean
+from tracepages import ADD_FMT, DEL_FMT, HEADER, add, delete, page, record
 
 from aioduet import Event, _kernel
 from aioduet._paths import PathIndex
 from aioduet.sources import Sink
 from aioduet.sources import _tracefs as tf
 from aioduet.sources import tracepoints as tp
-from aioduet.sources.tracepoints import TracepointSource, _bdi_name
+from aioduet.sources.tracepoints import ADD, DELETE, TracepointSource, _bdi_name
 from aioduet.store import Store
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kernel]
@@ -317,3 +319,67 @@ def test_a_file_cut_inside_a_large_folio_loses_the_pages_past_its_end(ext4_dir: 
         (gen, 0, 8, dirty),
         (gen, 8, 1, int(Event.ADDED)),
     ]
+
+
+# -- several CPUs: records in time order ----------------------------------------------------
+
+
+class Cpus:
+    """A tracepoints source reading fake per-CPU buffers (one SOCK_SEQPACKET pair each)."""
+
+    def __init__(self, count: int) -> None:
+        self.sink = Sink(Store(1), PathIndex(), overflow=lambda root: None)
+        self.seen: list[tuple[int, int]] = []  # (ino, event) per observation, in order
+        self.sink.attach_mirror(lambda obs: self.seen.extend((k[1], e) for k, _, _, e in obs))
+        self.source = TracepointSource(self.sink)
+        instance = tf.Instance("/nonexistent", {ADD: ADD_FMT, DELETE: DEL_FMT}, (), HEADER, 4096)
+        self.parser = self.source.bind(instance)
+        self.pairs = [
+            socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(count)
+        ]
+        for _, reader in self.pairs:
+            reader.setblocking(False)
+
+    def write(self, cpu: int, raw: bytes) -> None:
+        self.pairs[cpu][0].send(raw)
+
+    def drain(self, *, ordered: bool) -> int:
+        fds = [reader.fileno() for _, reader in self.pairs]
+        return self.source.drain(fds, self.parser, 4096, ordered=ordered)
+
+    def close(self) -> None:
+        for writer, reader in self.pairs:
+            writer.close()
+            reader.close()
+
+
+def test_a_write_on_one_cpu_and_an_eviction_on_another_come_in_order() -> None:
+    cpus = Cpus(2)
+    try:
+        # The page was added on CPU 1 at 100 and evicted on CPU 0 at 200; CPU 0 is read first.
+        cpus.write(1, page(record(add(7, 0), delta=0), stamp=100))
+        cpus.write(0, page(record(delete(7, 0), delta=0), stamp=200))
+        cpus.drain(ordered=False)
+        assert cpus.seen == [(7, int(Event.ADDED)), (7, int(Event.REMOVED))]
+    finally:
+        cpus.close()
+
+
+def test_records_stamped_after_a_read_began_wait_for_the_next_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpus = Cpus(2)
+    now = [150]
+    monkeypatch.setattr(tp.time, "monotonic_ns", lambda: now[0])
+    try:
+        cpus.write(0, page(record(add(7, 0), delta=0), stamp=100))
+        cpus.write(1, page(record(delete(7, 0), delta=0), stamp=200))
+        cpus.drain(ordered=True)
+        assert cpus.seen == [(7, int(Event.ADDED))]  # the eviction came after the read began
+        # A record stamped before the held one, read only now (CPU 0 was read too early).
+        cpus.write(0, page(record(add(8, 0), delta=0), stamp=180))
+        now[0] = 250
+        cpus.drain(ordered=True)
+        assert cpus.seen == [(7, int(Event.ADDED)), (8, int(Event.ADDED)), (7, int(Event.REMOVED))]
+    finally:
+        cpus.close()
