@@ -444,9 +444,13 @@ class Duet(_abc.Duet):
                             self.store.signal_overflow(1 << intro.slot)
                     await anyio.sleep(delay)
                     delay = min(delay * 2, _RESTART_DELAY_MAX)
+            # Until the rechecks are done their files are not covered: the intro stays, and
+            # files with events meanwhile are rechecked in turn.
             intro.finish()
-            # Until the rechecks are done their files are not covered: the intro stays.
             await intro.wait_rechecked()
+            while intro.missed or intro.passed:
+                intro.finish()
+                await intro.wait_rechecked()
         newer = self._intros.get(intro.slot)
         if newer is not None and newer is not intro and newer.task is intro.task:
             return  # replaced by a rescan, which marks the task scanned once done
@@ -645,7 +649,7 @@ class _Introduction:
         their events were held back from the task."""
         leftover = (self.passed | self.missed) - self.covered - self.rechecking
         self.passed.clear()
-        self.missed = leftover
+        self.missed = leftover | (self.missed & self.rechecking)
         self.cover(leftover)
 
     def cover(self, inodes: Iterable[tuple[int, int]], attempt: int = 0) -> None:
