@@ -81,10 +81,7 @@ def plan(client: Client, paths: Iterable[Input], *, min_bytes: int = 1) -> list[
         ValueError: a path is absolute or leaves the root, or ``min_bytes`` is below 1.
     """
     tasks = _tasks(paths, {})
-    chosen: list[str | None] = _ask(
-        client, "aioduet_place", inputs=_listed(tasks), min_bytes=min_bytes
-    )
-    return chosen
+    return list(_ask(client, "aioduet_place", inputs=_listed(tasks), min_bytes=min_bytes))
 
 
 def cache_aware_map(
@@ -126,7 +123,7 @@ def cache_aware_map(
         raise TypeError("cache_aware_map needs a synchronous Client: await cache_aware_map_async")
     tasks = _tasks(paths, submit)
     chosen = _ask(client, "aioduet_place", inputs=_listed(tasks), min_bytes=min_bytes)
-    return _submit(client, func=func, tasks=tasks, chosen=chosen, pure=pure, submit=submit)
+    return _submit(client, func=func, tasks=tasks, chosen=list(chosen), pure=pure, submit=submit)
 
 
 async def cache_aware_map_async(
@@ -140,13 +137,12 @@ async def cache_aware_map_async(
 ) -> list[Future[T]]:
     """:func:`cache_aware_map` for an asynchronous client (``Client(asynchronous=True)``)."""
     tasks = _tasks(paths, submit)
-    try:
-        chosen: list[str | None] = await client.scheduler.aioduet_place(  # type: ignore[union-attr]  # a client has a scheduler once started
-            inputs=_listed(tasks), min_bytes=min_bytes
-        )
-    except ValueError as exc:
-        raise _missing(exc) from exc
-    return _submit(client, func=func, tasks=tasks, chosen=chosen, pure=pure, submit=submit)
+    chosen: list[str | None] | None = await client.scheduler.aioduet_place(  # type: ignore[union-attr]  # a client has a scheduler once started
+        inputs=_listed(tasks), min_bytes=min_bytes
+    )
+    if chosen is None:
+        raise NotInstalled(_MISSING)
+    return _submit(client, func=func, tasks=tasks, chosen=list(chosen), pure=pure, submit=submit)
 
 
 # -- on the client ------------------------------------------------------------------------
@@ -175,19 +171,19 @@ def _listed(tasks: list[str | tuple[str, ...]]) -> list[list[str]]:
     return [[files] if isinstance(files, str) else list(files) for files in tasks]
 
 
-def _missing(exc: Exception) -> Exception:
-    if "aioduet_" in str(exc):
-        return NotInstalled(
-            "the scheduler has no aioduet residency board: call aioduet.dask.install(client, root)"
-        )
-    return exc
+_MISSING = "the scheduler has no aioduet residency board: call aioduet.dask.install(client, root)"
 
 
 def _ask(client: Client, op: str, **kwargs: Any) -> Any:
-    try:
-        return client.sync(getattr(client.scheduler, op), **kwargs)  # type: ignore[no-untyped-call]  # Client.sync is untyped
-    except ValueError as exc:  # Dask's answer to an unknown operation
-        raise _missing(exc) from exc
+    """Call the board's handler ``op`` on the scheduler.
+
+    Raises:
+        NotInstalled: the scheduler has no such handler (Dask answers None, and logs it).
+    """
+    answer = client.sync(getattr(client.scheduler, op), **kwargs)  # type: ignore[no-untyped-call]  # Client.sync is untyped
+    if answer is None:
+        raise NotInstalled(_MISSING)
+    return answer
 
 
 def _submit(

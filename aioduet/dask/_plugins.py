@@ -103,14 +103,17 @@ class ResidencyReporter(WorkerPlugin):
             if version != sent:
                 summary = monitor.summary(self.max_bytes)
                 try:
-                    await worker.scheduler.aioduet_residency(
+                    taken = await worker.scheduler.aioduet_residency(
                         worker=worker.address, summary=summary.to_wire()
                     )
                 except Exception as exc:  # a lost report is sent again
                     log.warning("could not send the residency summary: %s", exc)
                 else:
-                    sent = version
-                    self.reports += 1
+                    if taken:
+                        sent = version
+                        self.reports += 1
+                    elif not self.reports:  # Dask answers None to an unknown operation
+                        log.warning("the scheduler has no aioduet residency board yet")
             await asyncio.sleep(self.interval)
 
 
@@ -138,14 +141,15 @@ class ResidencyBoard(SchedulerPlugin):
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
         self.summaries.pop(worker, None)
 
-    def receive(self, worker: str, summary: dict[str, Any]) -> None:
-        """A worker's report (the RPC ``aioduet_residency``)."""
+    def receive(self, worker: str, summary: dict[str, Any]) -> bool:
+        """A worker's report (the RPC ``aioduet_residency``); True when taken (or moot)."""
         if self.scheduler is not None and worker not in self.scheduler.workers:
-            return  # it left while the report was under way
+            return True  # it left while the report was under way
         try:
             self.summaries[worker] = ResidencySummary.from_wire(summary)
         except ValueError as exc:
             log.warning("ignored a malformed residency summary from %s: %s", worker, exc)
+        return True
 
     def place(self, inputs: list[list[str]], min_bytes: int = 1) -> list[str | None]:
         """The best worker per task (the RPC ``aioduet_place``; see :func:`best_workers`)."""
