@@ -31,6 +31,7 @@ if _TYPE_CHECKING:
     from .errors import DaemonLost as DaemonLost
     from .errors import DaemonUnavailable as DaemonUnavailable
     from .errors import NotFound as NotFound
+    from .errors import NotInstalled as NotInstalled
     from .errors import ProtocolError as ProtocolError
     from .errors import RecordError as RecordError
     from .errors import ResidencyUnknown as ResidencyUnknown
@@ -51,6 +52,7 @@ __all__ = [
     "Event",
     "Item",
     "NotFound",
+    "NotInstalled",
     "ProtocolError",
     "RecordError",
     "Registration",
@@ -77,6 +79,7 @@ _WHERE = {
         "DaemonLost",
         "DaemonUnavailable",
         "NotFound",
+        "NotInstalled",
         "ProtocolError",
         "RecordError",
         "ResidencyUnknown",
