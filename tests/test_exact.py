@@ -127,17 +127,14 @@ async def test_lost_events_give_overflow_and_a_converged_view(
             assert view.get(uuid, set()) == cached, uuid
 
 
-async def test_a_file_read_while_the_scan_covers_it_is_reported(
-    ext4_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The race: the registration scan looks at a file (not cached), the file is read, its
-    # events reach the framework before the scan marks it covered (undecided: not routed),
-    # then the scan marks it covered. No periodic scan follows in the exact set.
-    data = write_clean(ext4_dir / "data", 4)
+def after_the_scans_look(
+    monkeypatch: pytest.MonkeyPatch, data: Path, then: Callable[[], None]
+) -> list[bool]:
+    """Run ``then`` once, in the registration scan's thread, right after its look at ``data``
+    (before the scan covers the file). The list it returns is not empty once it ran."""
     ident = (os.stat(data).st_dev, os.stat(data).st_ino)
     original = ResidencySource._run_batch
     raced: list[bool] = []
-    duets: list[aioduet.Duet] = []
 
     async def run_batch(
         self: ResidencySource, work: Callable[[Any], None], intro: Any = None
@@ -146,15 +143,32 @@ async def test_a_file_read_while_the_scan_covers_it_is_reported(
             work(batch)
             if intro is not None and ident in batch.walked and not raced:
                 raced.append(True)
-                read_pages(data)  # after the scan's look, before it covers the file
-                deadline = time.monotonic() + 10
-                while not any(ident in i.missed for i in duets[0]._intros.values()):
-                    assert time.monotonic() < deadline, "the events never reached relevance"
-                    time.sleep(0.005)  # a worker thread, waiting for the event loop's drain
+                then()
 
         return await original(self, racing, intro)
 
     monkeypatch.setattr(ResidencySource, "_run_batch", run_batch)
+    return raced
+
+
+async def test_a_file_read_while_the_scan_covers_it_is_reported(
+    ext4_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race: the registration scan looks at a file (not cached), the file is read, its
+    # events reach the framework before the scan marks it covered (undecided: not routed),
+    # then the scan marks it covered. No periodic scan follows in the exact set.
+    data = write_clean(ext4_dir / "data", 4)
+    ident = (os.stat(data).st_dev, os.stat(data).st_ino)
+    duets: list[aioduet.Duet] = []
+
+    def read_and_wait() -> None:
+        read_pages(data)
+        deadline = time.monotonic() + 10
+        while not any(ident in i.missed for i in duets[0]._intros.values()):
+            assert time.monotonic() < deadline, "the events never reached relevance"
+            time.sleep(0.005)  # a worker thread, waiting for the event loop's drain
+
+    raced = after_the_scans_look(monkeypatch, data, read_and_wait)
     async with aioduet.open_duet("exact") as duet:
         duets.append(duet)
         task = await duet.register("raced", Event.ADDED, ext4_dir)
@@ -172,34 +186,21 @@ async def test_a_file_read_during_its_recheck_is_told_once(
     # they must not reach the task as well (a state-based task would count them twice).
     data = write_clean(ext4_dir / "data", 4)
     ident = (os.stat(data).st_dev, os.stat(data).st_ino)
-    original_batch, original_look = ResidencySource._run_batch, aioduet._framework._state_of
-    raced: list[bool] = []
-
-    async def run_batch(
-        self: ResidencySource, work: Callable[[Any], None], intro: Any = None
-    ) -> Any:
-        def racing(batch: Any) -> None:
-            work(batch)
-            if intro is not None and ident in batch.walked and not raced:
-                raced.append(True)
-                read_pages(data, 0, 2)  # after the scan's look: the file needs a recheck
-
-        return await original_batch(self, racing, intro)
+    raced = after_the_scans_look(monkeypatch, data, lambda: read_pages(data, 0, 2))
+    original_look = aioduet._framework._state_of
 
     def look(located: list[tuple[int, int, str]]) -> Any:
         if any((dev, ino) == ident for dev, ino, _ in located):
             read_pages(data, 2, 2)  # right before the recheck's look
         return original_look(located)
 
-    monkeypatch.setattr(ResidencySource, "_run_batch", run_batch)
     monkeypatch.setattr(aioduet._framework, "_state_of", look)
     async with aioduet.open_duet("exact") as duet:
         task = await duet.register("raced", Event.EXISTS, ext4_dir)
         await task.wait_scanned()
         assert raced
-        items = await collect(task, lambda got: len(pages(got, uuid_of(data), Event.ADDED)) == 4)
-        await anyio.sleep(0.3)  # time for a second report to arrive, if there were one
-        items += await task.poll(1000)
+        duet._sink.settle()  # every event of the reads is in now: a second report too
+        items = await task.poll(1000)
         uuid = uuid_of(data)
         told = [p for i in items if i.uuid == uuid and i.state & Event.ADDED for p in i.pages]
         assert sorted(told) == [0, 1, 2, 3]
