@@ -6,8 +6,8 @@ What runs where:
   worker's data root and, every ``interval`` seconds when something changed, sends its
   bounded :class:`ResidencySummary` to the scheduler (one RPC, ``aioduet_residency``);
 * the scheduler: :class:`ResidencyBoard` keeps the latest summary of each worker, forgets a
-  worker when it leaves, and answers placement questions (``aioduet_place``) and requests
-  for the whole board (``aioduet_board``).
+  worker when it leaves or its reporter stops (``aioduet_forget``), and answers placement
+  questions (``aioduet_place``) and requests for the whole board (``aioduet_board``).
 """
 
 from __future__ import annotations
@@ -88,11 +88,15 @@ class ResidencyReporter(WorkerPlugin):
         self._sender = asyncio.create_task(self._report(worker, monitor))
 
     async def teardown(self, worker: Any) -> None:
-        """Stop reporting and stop the monitor."""
+        """Stop reporting, take this worker off the board, and stop the monitor."""
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
+        # A worker that stays, without a reporter, must not keep its last summary on the
+        # board (where it would draw tasks for good). A worker that leaves is dropped anyway.
+        with contextlib.suppress(Exception):
+            await worker.scheduler.aioduet_forget(worker=worker.address)
         if self.monitor is not None:
             await asyncio.to_thread(self.monitor.stop)
 
@@ -137,6 +141,7 @@ class ResidencyBoard(SchedulerPlugin):
         scheduler.handlers["aioduet_residency"] = self.receive
         scheduler.handlers["aioduet_place"] = self.place
         scheduler.handlers["aioduet_board"] = self.board
+        scheduler.handlers["aioduet_forget"] = self.forget
 
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
         self.summaries.pop(worker, None)
@@ -149,6 +154,11 @@ class ResidencyBoard(SchedulerPlugin):
             self.summaries[worker] = ResidencySummary.from_wire(summary)
         except ValueError as exc:
             log.warning("ignored a malformed residency summary from %s: %s", worker, exc)
+        return True
+
+    def forget(self, worker: str) -> bool:
+        """Drop a worker's summary (the RPC ``aioduet_forget``: its reporter stopped)."""
+        self.summaries.pop(worker, None)
         return True
 
     def place(self, inputs: list[list[str]], min_bytes: int = 1) -> list[str | None]:

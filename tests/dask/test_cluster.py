@@ -306,3 +306,23 @@ def test_an_asynchronous_client_maps_with_placement(client: Client, data: Path) 
             return await other.gather(futures)
 
     assert asyncio.run(run()) == [("0", str(files["0"]))]
+
+
+def test_a_reporter_removed_takes_its_worker_off_the_board(data: Path) -> None:
+    files = replicas(data, "unplugged")
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as own,
+    ):
+        aioduet.dask.install(own, data / "replica-0", interval=0.1)
+
+        def cached() -> bool:
+            read_pages(files["0"])
+            return any(s.files.get("unplugged") for s in aioduet.dask.board(own).values())
+
+        converge(cached)
+        own.unregister_worker_plugin("aioduet-residency")
+        assert aioduet.dask.board(own) == {}
+        assert aioduet.dask.plan(own, ["unplugged"]) == [None]
