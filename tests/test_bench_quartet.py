@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 from benchrun import run_bench
 
-pytest.importorskip("distributed")
-
 pytestmark = [
     pytest.mark.kernel,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (memory cgroups, tracefs)"),
