@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import _cli_record, _cli_top, _kernel, _scan_run
+from . import __version__, _cli_record, _cli_top, _kernel, _scan_run
 from ._cli_common import (
     at_least_one,
     existing_directory,
@@ -384,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aioduet", description="Page-cache events for files, as Duet gave them."
     )
+    parser.add_argument("--version", action="version", version=f"aioduet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     watch = commands.add_parser("watch", help="stream the page-cache items of a directory")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import anyio
 import pytest
 from pagecache import read_pages, write_clean
 
+import aioduet
 from aioduet import Event
 from aioduet._cli import parse_mask
 
@@ -101,3 +103,16 @@ def test_watch_takes_the_budget_exclusions_and_sources(ext4_dir: Path) -> None:
     alone = run_cli("watch", str(ext4_dir), "--sources", "inotify", "--duration", "1")
     assert alone.returncode != 0
     assert "add 'residency'" in alone.stderr.splitlines()[-1]
+
+
+def test_version_is_the_package_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "aioduet", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"aioduet {aioduet.__version__}\n"
+    assert importlib.metadata.version("aioduet") == aioduet.__version__
