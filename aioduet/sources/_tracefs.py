@@ -312,9 +312,11 @@ class PageParser:
                     value = (u32(page, off + 4)[0] << 27) | (word >> 5)
                     if type_len == _TYPE_TIME_EXTEND:
                         stamp += value
-                    else:  # the low 59 bits; the top ones are the previous stamp's
-                        value |= stamp & _STAMP_TOP
+                    elif stamp & _STAMP_TOP:  # 59 bits; the top ones are the previous stamp's
+                        value |= stamp & _STAMP_TOP  # (as the kernel's rb_fix_abs_ts)
                         stamp = value + (1 << 59) if value < stamp else value
+                    else:
+                        stamp = value
                 off += 8
                 continue
             nxt = data + length

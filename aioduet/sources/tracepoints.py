@@ -95,6 +95,8 @@ _KEY_CACHE = 1 << 16
 _PAGES_PER_WAKEUP = 256
 _HOLD = 0.002
 """Seconds before the next read when records were held back by the last one."""
+_FAR_AHEAD = 1_000_000_000
+"""Nanoseconds past the start of a read beyond which a record's stamp is not believed."""
 _MAX_ORDER = 20
 """Above any folio a page cache holds (the largest, hugetlbfs' 1 GiB pages on x86-64 or 16 GiB
 on 64 KiB-page arm64, are order 18): a larger ``order`` is a corrupted record, not a run of
@@ -459,9 +461,12 @@ class TracepointSource:
             stamps = [stamps[i] for i in order]
             records = [records[i] for i in order]
         cut = bisect.bisect_right(stamps, began) if ordered else len(stamps)
-        self._held = (stamps[cut:], records[cut:])
-        if cut:
-            due = records[:cut] if cut < len(records) else records
+        # A stamp far ahead of the clock is not one to wait for (a kernel or a parse we do
+        # not follow): its record is handed over now rather than held for good.
+        far = bisect.bisect_right(stamps, began + _FAR_AHEAD, cut) if ordered else len(stamps)
+        self._held = (stamps[cut:far], records[cut:far])
+        due = records if cut == len(records) else records[:cut] + records[far:]
+        if due:
             self._events += len(due)
             self.handle(due)
         if lost:

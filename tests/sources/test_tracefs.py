@@ -258,3 +258,18 @@ def test_an_instance_stamps_records_with_the_monotonic_clock(tmp_path: Path) -> 
         assert all(before <= stamp <= after for stamp in stamps)
     finally:
         instance.close()
+
+
+def test_an_absolute_time_stamp_sets_the_time_as_the_kernel_reads_it() -> None:
+    add = record(event_data(ADD_FMT, 1, 2, 3, 0), delta=0)
+    # An interrupted write makes the kernel store an absolute stamp (59 bits), which may be
+    # earlier than the one before it: it is the time, not a wrap of the 59 bits.
+    body = add + time_record(1_000, absolute=True) + add
+    stamps: list[int] = []
+    parser().parse(page(body, stamp=5_000), [], stamps)
+    assert stamps == [5_000, 1_000]
+    # With the top 5 bits set, they come from the stamp before; a smaller value wrapped.
+    top = 1 << 60
+    stamps.clear()
+    parser().parse(page(body, stamp=top + 5_000), [], stamps)
+    assert stamps == [top + 5_000, top + (1 << 59) + 1_000]

@@ -383,3 +383,16 @@ def test_records_stamped_after_a_read_began_wait_for_the_next_read(
         assert cpus.seen == [(7, int(Event.ADDED)), (8, int(Event.ADDED)), (7, int(Event.REMOVED))]
     finally:
         cpus.close()
+
+
+def test_a_record_stamped_far_ahead_of_the_clock_is_not_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpus = Cpus(1)
+    monkeypatch.setattr(tp.time, "monotonic_ns", lambda: 1_000)
+    try:
+        cpus.write(0, page(record(add(7, 0), delta=0), stamp=10**15))
+        cpus.drain(ordered=True)
+        assert cpus.seen == [(7, int(Event.ADDED))]
+    finally:
+        cpus.close()
