@@ -483,6 +483,9 @@ class Duet(_abc.Duet):
         later event comes after the look. A file with some is looked at again and this look
         dropped, up to ``_RECHECKS`` times; a file that keeps changing is then covered as it
         is. Files with no path under the task's scope have nothing to tell: covered at once.
+
+        Where the periodic residency scan reports the changes (the unprivileged set), the
+        task is told that scan's maps of the files instead of a look (see the comment below).
         """
         observations: list[Observation] = []
         settled: Collection[tuple[int, int]] = inodes
@@ -494,11 +497,21 @@ class Duet(_abc.Duet):
                 for path in self.index.paths(dev, ino)[:1]
                 if is_under(path, watched)
             ]
-            observations = await anyio.to_thread.run_sync(_state_of, located)
-            if self._intros.get(intro.slot) is intro and not intro.task.closed:
-                self._sink.settle()  # events from before the look: while not covered
-                if attempt < _RECHECKS:
-                    settled = set(inodes).difference((dev, ino) for dev, ino, _ in located)
+            known = self._sink.known_state
+            if known is not None:
+                # The periodic scan reports every later change as a diff from its own maps:
+                # the task hears those maps, not the kernel's state, or a change between the
+                # two would never reach it (a page told dirty, then written back before the
+                # scan looked again, stayed dirty for good). Nothing is awaited from here to
+                # covering the files, so no diff comes in between.
+                for dev, ino, _ in located:
+                    observations += known(dev, ino)
+            else:
+                observations = await anyio.to_thread.run_sync(_state_of, located)
+                if self._intros.get(intro.slot) is intro and not intro.task.closed:
+                    self._sink.settle()  # events from before the look: while not covered
+                    if attempt < _RECHECKS:
+                        settled = set(inodes).difference((d, i) for d, i, _ in located)
         finally:
             intro.rechecked(inodes, attempt=attempt, settled=settled)
         covered = intro.covered

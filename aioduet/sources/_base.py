@@ -109,6 +109,11 @@ class Sink:
     reports their writeback only for pages it knows to be dirty."""
     _checker: Checker | None = attrs.field(default=None, init=False)
     _mirror: Callable[[Sequence[Observation]], None] | None = attrs.field(default=None, init=False)
+    known_state: Callable[[int, int], list[Observation]] | None = attrs.field(
+        default=None, init=False
+    )
+    """The state of a file that the periodic residency scan's diffs start from (its cached
+    and dirty pages as ADDED and DIRTY), when that scan is what reports changes."""
     _resolver: Callable[[int, int], tuple[str, int] | None] | None = attrs.field(
         default=None, init=False
     )

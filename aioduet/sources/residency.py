@@ -265,6 +265,8 @@ class ResidencySource:
         self.sink.attach(self)
         if not self.periodic:
             self.sink.attach_mirror(self.mirror)
+        else:
+            self.sink.known_state = self.known_state
 
     @property
     def name(self) -> str:
@@ -357,6 +359,19 @@ class ResidencySource:
             with anyio.move_on_after(self.interval - (time.monotonic() - started)):
                 await self._wake.wait()
             self._wake = anyio.Event()
+
+    def known_state(self, dev: int, ino: int) -> list[Observation]:
+        """The file's pages as this source last mapped them (ADDED, DIRTY): what its next
+        diff starts from. Nothing for a file it holds no map of."""
+        known = self._known.get((dev, ino))
+        if known is None:
+            return []
+        key = (dev, ino, known.gen)
+        out: list[Observation] = [
+            (key, first, count, _ADDED) for first, count in _pagemap.runs(known.cached)
+        ]
+        out += [(key, first, count, _DIRTY) for first, count in _pagemap.runs(known.dirty)]
+        return out
 
     def mirror(self, observations: Sequence[Observation]) -> None:
         """Learn what the exact source reported, so that a rescan diffs against it.
