@@ -1,9 +1,9 @@
 """One worker's view of its data directory: cached pages per file, kept by an aioduet task.
 
 The monitor registers one ``EXISTS`` task for the data root, in an embedded framework (or a
-daemon's, with ``daemon=``), and counts each file's cached pages from the task's items.
-State-based items carry net changes, so counts add up: ``ADDED`` pages come in, ``REMOVED``
-ones leave, and an ``OVERFLOW`` empties the counts before the current state is told again.
+daemon's, with ``daemon=``), and applies the task's items to a
+:class:`~aioduet.views.ResidencyView` (per-page maps: an ``OVERFLOW`` empties them before the
+current state is told again), keeping only the files with cached pages.
 
 It runs on its own event loop in its own thread (an anyio blocking portal), so that neither
 the framework's work nor a slow path lookup ever blocks the Dask worker's event loop; the
@@ -29,6 +29,7 @@ from .._model import Event, Item, Uuid
 from ..abc import Duet, Task
 from ..daemon import connect
 from ..errors import NotFound
+from ..views import ResidencyView
 from ._summary import ResidencySummary
 
 __all__ = ["ResidencyMonitor"]
@@ -39,9 +40,8 @@ _FETCH = 4096
 
 
 @attrs.define(eq=False)
-class _File:
+class _Path:
     gen: int
-    pages: int = 0
     path: str | None = None
     """Relative to the root; None until the task resolved it."""
     asked: bool = False
@@ -62,12 +62,11 @@ class ResidencyMonitor:
     daemon: str | None = None
     """An aioduet daemon's socket to register with instead of an embedded framework."""
     version: int = attrs.field(default=0, init=False)
-    """Bumped by every change to the counts."""
-    overflows: int = attrs.field(default=0, init=False)
-    """``OVERFLOW`` items seen: observations were lost and the counts started over."""
+    """Bumped by every change to the maps or paths."""
     error: BaseException | None = attrs.field(default=None, init=False)
-    """Why the monitor stopped on its own, if it did (its counts are then empty)."""
-    _files: dict[tuple[int, int], _File] = attrs.field(factory=dict, init=False)
+    """Why the monitor stopped on its own, if it did (its maps are then empty)."""
+    _view: ResidencyView = attrs.field(factory=ResidencyView, init=False)
+    _paths: dict[tuple[int, int], _Path] = attrs.field(factory=dict, init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _exits: contextlib.ExitStack = attrs.field(factory=contextlib.ExitStack, init=False)
     _portal: anyio.from_thread.BlockingPortal | None = attrs.field(default=None, init=False)
@@ -108,10 +107,20 @@ class ResidencyMonitor:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    @property
+    def overflows(self) -> int:
+        """``OVERFLOW`` items seen: observations were lost and the maps started over."""
+        return self._view.overflows
+
     def pages(self) -> dict[str, int]:
         """Cached pages per file (relative path), files with none left out; a snapshot."""
         with self._lock:
-            return {f.path: f.pages for f in self._files.values() if f.pages and f.path}
+            found = {}
+            for key, file in self._view.files.items():
+                named = self._paths.get(key)
+                if named is not None and named.path is not None:
+                    found[named.path] = file.cached
+            return found
 
     def summary(self, max_bytes: int) -> ResidencySummary:
         """The bounded summary of :meth:`pages` (see :class:`ResidencySummary`)."""
@@ -124,7 +133,7 @@ class ResidencyMonitor:
             self.error = future.exception()
             log.error("the residency monitor of %s stopped: %s", self.root, self.error)
             with self._lock:
-                self._files.clear()
+                self._view.files.clear()
                 self.version += 1
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -142,37 +151,31 @@ class ResidencyMonitor:
                     await self._apply(task, await task.fetch(_FETCH))
 
     async def _apply(self, task: Task, items: list[Item]) -> None:
-        unresolved: list[tuple[_File, Uuid]] = []
+        unresolved: list[tuple[_Path, Uuid]] = []
         with self._lock:
-            for item in items:
-                if item.state == Event.OVERFLOW:
-                    self.overflows += 1
-                    for file in self._files.values():
-                        file.pages = 0
+            files, paths = self._view.files, self._paths
+            for key in self._view.apply_all(items):
+                if not files[key].cached_map.count(1):  # nothing cached: nothing to keep
+                    del files[key]
+                    paths.pop(key, None)
+            for key in dict.fromkeys((i.uuid.dev, i.uuid.ino) for i in items):  # items' order
+                file = files.get(key)
+                if file is None:
                     continue
-                uuid = item.uuid
-                key = (uuid.dev, uuid.ino)
-                known = self._files.get(key)
-                if known is None or known.gen != uuid.gen:  # new, or the inode number was reused
-                    known = self._files[key] = _File(uuid.gen)
-                file = known
-                if item.state & Event.ADDED:
-                    file.pages += item.count
-                if item.state & Event.REMOVED:
-                    file.pages = max(0, file.pages - item.count)
-                if file.path is None and file.pages and not file.asked:
-                    file.asked = True
-                    unresolved.append((file, uuid))
-            for key in [key for key, file in self._files.items() if not file.pages]:
-                del self._files[key]
+                named = paths.get(key)
+                if named is None or named.gen != file.uuid.gen:  # new, or the number reused
+                    named = paths[key] = _Path(file.uuid.gen)
+                if named.path is None and not named.asked:
+                    named.asked = True
+                    unresolved.append((named, file.uuid))
             self.version += 1
-        for file, uuid in unresolved:
+        for named, uuid in unresolved:
             try:
                 path = await task.get_path(uuid)
             except NotFound:
                 path = None  # gone, or not reachable now: asked again at its next item
             with self._lock:
-                file.asked = False
+                named.asked = False
                 if path is not None:
-                    file.path = str(PurePosixPath(path).relative_to(task.path))
+                    named.path = str(PurePosixPath(path).relative_to(task.path))
                     self.version += 1
