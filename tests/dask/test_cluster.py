@@ -8,6 +8,7 @@ cachestat, read on the workers themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -53,6 +54,18 @@ def client(data: Path) -> Iterator[Client]:
         Client(cluster) as client,
     ):
         aioduet.dask.install(client, data / "replica-{name}", interval=0.1)
+        yield client
+
+
+@contextlib.contextmanager
+def in_process_cluster() -> Iterator[Client]:
+    """A client of a cluster of one worker in this process, for the tests that need their own."""
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -263,12 +276,7 @@ def test_bad_inputs_are_clear_errors(client: Client) -> None:
 
 
 def test_without_the_plugins_the_error_says_what_to_do() -> None:
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as bare,
-    ):
+    with in_process_cluster() as bare:
         with pytest.raises(NotInstalled, match="install"):
             aioduet.dask.cache_aware_map(bare, where_run, ["x"])
         with pytest.raises(NotInstalled, match="install"):
@@ -277,10 +285,7 @@ def test_without_the_plugins_the_error_says_what_to_do() -> None:
 
 def test_a_worker_that_cannot_watch_its_root_fails_install(data: Path) -> None:
     with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as other,
+        in_process_cluster() as other,
         pytest.raises(NotADirectoryError, match="data root"),
     ):
         aioduet.dask.install(other, data / "no-such-replica-{name}")
@@ -310,12 +315,7 @@ def test_an_asynchronous_client_maps_with_placement(client: Client, data: Path) 
 
 def test_a_reporter_removed_takes_its_worker_off_the_board(data: Path) -> None:
     files = replicas(data, "unplugged")
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as own,
-    ):
+    with in_process_cluster() as own:
         aioduet.dask.install(own, data / "replica-0", interval=0.1)
 
         def cached() -> bool:
