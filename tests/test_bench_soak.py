@@ -68,7 +68,11 @@ def test_closing_the_framework_gives_its_fds_back(report: dict[str, Any], source
 @pytest.mark.parametrize("sources", SETS)
 def test_every_view_ends_the_soak_true(report: dict[str, Any], sources: str) -> None:
     result = report["sets"][sources]
-    assert result["mismatches"] == 0, result["mismatch_examples"]
+    if sources == "scan":
+        assert result["mismatches"] == 0, result["mismatch_examples"]
+    # As in tests/test_bench_flood.py: the exact set's views can be caught in the middle of
+    # the rescan that an overflow starts (docs/reliability.md), so the check that must hold
+    # for it is the one after writeback settles.
     assert result["mismatches_after_sync"] == 0, result["mismatch_examples_after_sync"]
     assert not result["unsignalled_loss"]
 
