@@ -1,11 +1,13 @@
-"""What the benchmark scripts share: progress on stderr, the JSON report, and sizes written
-like fio's."""
+"""What the benchmark scripts share: progress on stderr, the machine they ran on, the JSON
+report, and sizes written like fio's."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import os
+import platform
 import socket
 import subprocess
 import sys
@@ -20,6 +22,60 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 def log(message: str) -> None:
     """One line of progress on stderr (stdout carries the JSON)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def _cpu_model() -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "cpu model"):
+                return value.strip()
+    return None
+
+
+def filesystem_of(path: Path) -> dict[str, str | None]:
+    """The mount ``path`` lives on: its type (``ext4``), device and mount point.
+
+    The longest mount point of ``/proc/self/mounts`` that is a prefix of ``path``'s real path;
+    every value is None when ``path`` does not exist or the table cannot be read.
+    """
+    found: dict[str, str | None] = {"type": None, "device": None, "mount_point": None}
+    try:
+        real = os.path.realpath(path, strict=True)
+        table = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return found
+    best = -1
+    for line in table:
+        device, point, kind, *_ = line.split()
+        point = point.replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= best:
+            best = len(point)
+            found = {"type": kind, "device": device, "mount_point": point}
+    return found
+
+
+def machine(directory: Path | None = None) -> dict[str, Any]:
+    """What a report needs to say about the machine it was measured on.
+
+    Kernel, CPU count and model, memory, Python, the 1-minute load average now, and, when
+    ``directory`` is given, the filesystem the benchmark's files go to.
+    """
+    details: dict[str, Any] = {
+        "kernel": platform.release(),
+        "platform": platform.platform(),
+        "architecture": platform.machine(),
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+    if directory is not None:
+        details["filesystem"] = filesystem_of(directory)
+    return details
 
 
 def write_report(figures: dict[str, Any], path: Path | None) -> None:
