@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import log, write_report
+from _common import log, machine, write_report
 
 import aioduet
 from aioduet import Event, _kernel
@@ -163,11 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "benchmark": "cached_first_picks",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(args.base),
         "parameters": {
             "files": sizes,
             "cached": args.cached,

@@ -37,7 +37,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import select
 import shutil
 import signal
@@ -49,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import log, wait_listening, write_report
+from _common import log, machine, wait_listening, write_report
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 CONSUMERS = ("fetch", "iter")
@@ -496,12 +495,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "benchmark": "daemon_items",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_1min": os.getloadavg()[0],
-        },
+        "machine": machine(args.dir),
         "parameters": {
             "items": args.items,
             "files": args.files,

@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from _common import machine
 
 import aioduet
 from aioduet import Event, _kernel
@@ -110,12 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "benchmark": "exact_latency",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_1min": os.getloadavg()[0],
-        },
+        "machine": machine(args.dir),
         "parameters": {"pages": args.pages, "gap": args.gap, "sources": args.sources},
         **result,
     }

@@ -32,7 +32,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import select
 import shutil
 import signal
@@ -44,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import binary_size, log, write_report
+from _common import binary_size, log, machine, write_report
 
 CHUNK = 1 << 20
 WORKLOADS = ("randread", "seqwrite")
@@ -426,13 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "benchmark": "fio_overhead",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "fio": version.stdout.strip(),
-            "load_average_1min": os.getloadavg()[0],
-        },
+        "machine": {**machine(args.dir), "fio": version.stdout.strip()},
         "parameters": {
             "runtime": args.runtime,
             "repeat": args.repeat,

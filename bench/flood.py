@@ -30,7 +30,6 @@ import datetime
 import functools
 import multiprocessing
 import os
-import platform
 import random
 import shutil
 import tempfile
@@ -38,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import log, write_report
+from _common import log, machine, write_report
 
 SUBDIRS = 8
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -377,11 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "benchmark": "flood",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(args.dir),
         "parameters": {k: v for k, v in vars(args).items() if k not in ("json", "dir")},
         "sets": results,
         "mismatches": sum(r["mismatches"] + r["mismatches_after_sync"] for r in results.values()),

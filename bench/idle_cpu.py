@@ -24,7 +24,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import random
 import statistics
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from _common import machine
 
 import aioduet
 from aioduet import Event, _kernel
@@ -189,11 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "benchmark": "idle_cpu",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(args.dir),
         "parameters": {
             "files": args.files,
             "dirs": args.dirs,

@@ -28,7 +28,6 @@ import asyncio
 import datetime
 import json
 import os
-import platform
 import select
 import shutil
 import struct
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import log, write_report
+from _common import log, machine, write_report
 
 # Generator processes run this file too: they must start fast and need nothing of aioduet.
 if sys.argv[1:2] != ["--generate"]:
@@ -301,18 +300,6 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average_1min": os.getloadavg()[0],
-        "max_queued_events": int(Path("/proc/sys/fs/inotify/max_queued_events").read_text()),
-    }
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="generation time per step")
@@ -376,7 +363,10 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "benchmark": "inotify_rate",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": {
+            **machine(directory.parent),  # the files' directory itself is gone
+            "max_queued_events": int(Path("/proc/sys/fs/inotify/max_queued_events").read_text()),
+        },
         "parameters": {
             "seconds": args.seconds,
             "rates": rates,

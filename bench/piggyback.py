@@ -41,7 +41,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import random
 import resource
 import shutil
@@ -55,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from _cgroups import SECTOR, MemoryCgroup, disk_of, evict, sectors_read
-from _common import binary_size, log, wait_listening, write_report
+from _common import binary_size, log, machine, wait_listening, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1 << 20
@@ -549,13 +548,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat set
     report = {
         "benchmark": "piggyback",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-            "python": platform.python_version(),
-            "load_average_1min": os.getloadavg()[0],
-        },
+        "machine": machine(args.dir),
         "parameters": {
             "size": args.size if args.dataset is None else None,
             "dataset": str(args.dataset) if args.dataset is not None else None,

@@ -53,7 +53,6 @@ import contextlib
 import datetime
 import importlib.metadata
 import os
-import platform
 import random
 import shutil
 import signal
@@ -68,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from _cgroups import SECTOR, MemoryCgroup, disk_of, evict, sectors_read
-from _common import binary_size, log, wait_listening, write_report
+from _common import binary_size, log, machine, wait_listening, write_report
 
 MIB = 1 << 20
 PLACEMENTS = ("default", "cache_aware")
@@ -696,13 +695,14 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "quartet",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-            "python": platform.python_version(),
+            **machine(args.dir),
             "distributed": importlib.metadata.version("distributed"),
             "disk": results["disk"],
-            "load_average_1min": {"start": load_before, "end": os.getloadavg()[0]},
+            # The load at the start of the run as well as at its end.
+            "load_average_1min": {
+                "start": round(load_before, 2),
+                "end": round(os.getloadavg()[0], 2),
+            },
         },
         "parameters": {
             "workers": args.workers,

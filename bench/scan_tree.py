@@ -27,7 +27,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -38,6 +37,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from _common import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_DIRECTORY = 1000
@@ -129,16 +130,6 @@ def version(command: list[str]) -> str | None:
     return chosen[0] if chosen else None
 
 
-def machine(load_before: float) -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "load_average_1min_before": round(load_before, 2),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-    }
-
-
 def startup(repeat: int) -> dict[str, float]:
     """Median wall seconds of a bare Python and of ``aioduet scan --help``."""
     commands = {
@@ -220,7 +211,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "scan_tree",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(load_before),
+        # A tree made here is removed by now: describe its base's filesystem instead.
+        "machine": {
+            **machine(args.dir or args.base),
+            "load_average_1min_before": round(load_before, 2),
+        },
         "parameters": {
             "files": len(paths),
             "repeat": args.repeat,

@@ -66,7 +66,6 @@ import multiprocessing
 import multiprocessing.pool
 import multiprocessing.resource_tracker
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -76,7 +75,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import log, write_report
+from _common import log, machine, write_report
 from flood import _paths, _settle, checks_after_sync, flood, loss_report, populate
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -433,12 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "benchmark": "soak",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_1min": round(os.getloadavg()[0], 2),
-        },
+        "machine": machine(args.dir),
         "parameters": {k: v for k, v in vars(args).items() if k not in ("json", "dir")},
         "sets": results,
         "all_flat": all(r["all_flat"] for r in results.values()),

@@ -33,8 +33,6 @@ import datetime
 import enum
 import gc
 import json
-import os
-import platform
 import random
 import sys
 import time
@@ -43,6 +41,8 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+from _common import machine
 
 from aioduet import Event
 from aioduet.store import Key, Observation, Run, Store, effective_mask
@@ -461,25 +461,10 @@ def full_scale_check(
 # -- main ----------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            model = next(
-                (ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), ""
-            )
-    except FileNotFoundError:
-        pass
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": model,
-        "cpus": os.cpu_count(),
-        # Other work on a shared machine shows here; timings are CPU seconds of this process.
-        "load_average_1min": round(os.getloadavg()[0], 2),
-    }
+def machine_details() -> dict[str, Any]:
+    """The shared description, plus the names this report used before it (bench/README.md)."""
+    details = machine()
+    return {**details, "machine": details["architecture"], "cpu": details["cpu_model"] or ""}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -561,7 +546,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "store_ingest",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine_details(),
         "parameters": {
             "pages": pages,
             "files": files,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import log
+from _common import log, machine
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     opts = parser.parse_args(args)
     result = {
         "benchmark": "tracepoint_rate",
-        "machine": {"kernel": platform.release(), "cpus": os.cpu_count()},
+        "machine": machine(Path("/tmp")),  # where measure() makes its file
         "options": {"pages": opts.pages, "rounds": opts.rounds, "buffer_kb": opts.buffer_kb},
         **measure(opts.pages, opts.rounds, opts.buffer_kb),
     }
