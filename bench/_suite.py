@@ -149,7 +149,7 @@ ENTRIES: tuple[Entry, ...] = (
         dir_flag="--dir",
         args={
             "smoke": _a("--runtime 1 --repeat 1 --size 8M"),
-            "quick": _a("--runtime 3 --repeat 1 --size 256M"),
+            "quick": _a("--runtime 2 --repeat 1 --size 256M"),
             "full": (),
         },
     ),
@@ -162,7 +162,7 @@ ENTRIES: tuple[Entry, ...] = (
         dir_flag="--dir",
         args={
             "smoke": _a("--runtime 1 --repeat 1 --size 8M --workloads randread --record 0.2"),
-            "quick": _a("--runtime 3 --repeat 1 --size 256M --record 0.2"),
+            "quick": _a("--runtime 2 --repeat 1 --size 256M --record 0.2"),
             "full": _a("--record 0.2"),
         },
     ),
@@ -204,7 +204,10 @@ ENTRIES: tuple[Entry, ...] = (
                 "--workers 2 --files-per-job 4 --jobs 3 --file-mib 1 --overlaps 0.5,1"
                 " --repeat 1 --gap 0.5 --via daemon --detail"
             ),
-            "quick": _a("--workers 2 --files-per-job 6 --jobs 6 --file-mib 16 --overlaps 0,0.5,1"),
+            "quick": _a(
+                "--workers 2 --files-per-job 6 --jobs 4 --file-mib 16 --overlaps 0.5 --repeat 2"
+                " --gap 0.5"
+            ),
             "full": (),
         },
     ),
@@ -217,7 +220,7 @@ ENTRIES: tuple[Entry, ...] = (
         dir_flag="--dir",
         args={
             "smoke": _a("--sets scan,exact --files 40 --seconds 3 --settle 20 --trace-buffer-kb 4"),
-            "quick": _a("--files 100 --seconds 5"),
+            "quick": _a("--files 100 --seconds 4"),
             "full": (),
         },
     ),
