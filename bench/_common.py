@@ -4,13 +4,17 @@ report, and sizes written like fio's."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import hashlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +88,25 @@ def write_report(figures: dict[str, Any], path: Path | None) -> None:
     if path is not None:
         path.write_text(text + "\n")
     sys.stdout.write(text + "\n")
+
+
+#: The longest path a Unix socket may have (sun_path holds 108 bytes, the last one NUL).
+_SUN_PATH = 107
+
+
+def daemon_socket(work: Path) -> Path:
+    """Where a benchmark's daemon listens: ``work/daemon.sock``, or, when that path is too long
+    for a Unix socket (a deep ``--dir``), the same name in a directory under /tmp named after
+    ``work`` (the same for every call), removed when the benchmark exits."""
+    path = work / "daemon.sock"
+    if len(os.fsencode(path)) <= _SUN_PATH:
+        return path
+    digest = hashlib.sha256(os.fsencode(work.resolve())).hexdigest()[:16]
+    short = Path(tempfile.gettempdir()) / f"aioduet-sock-{digest}"
+    if not short.is_dir():
+        short.mkdir(mode=0o700)
+        atexit.register(shutil.rmtree, short, ignore_errors=True)
+    return short / "daemon.sock"
 
 
 def wait_listening(

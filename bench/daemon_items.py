@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import log, machine, wait_listening, write_report
+from _common import daemon_socket, log, machine, wait_listening, write_report
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 CONSUMERS = ("fetch", "iter")
@@ -399,7 +399,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     files = make_tree(args.tree, args.items, args.files)
     cached, total = refresh(files)
     log(f"tree: {cached} of {total} pages cached ({time.monotonic() - made:.1f} s)")
-    socket_path = work / "daemon.sock"
+    socket_path = daemon_socket(work)
     daemon = start_daemon(socket_path, args.sources, work / "daemon.stderr")
     results: dict[str, Any] = {}
     try:

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from _cgroups import SECTOR, MemoryCgroup, disk_of, evict, sectors_read
-from _common import binary_size, log, machine, wait_listening, write_report
+from _common import binary_size, daemon_socket, log, machine, wait_listening, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1 << 20
@@ -171,11 +171,8 @@ def tool_command(
     if side == "without":
         return [*argv, "--no-duet"]
     if side == "daemon":
-        return [*argv, "--connect", str(work / DAEMON_SOCKET)]
+        return [*argv, "--connect", str(daemon_socket(work))]
     return [*argv, "--sources", sources]
-
-
-DAEMON_SOCKET = "daemon.sock"
 
 
 class Daemon:
@@ -187,7 +184,7 @@ class Daemon:
 
     def __init__(self, group: MemoryCgroup, work: Path, sources: str) -> None:
         began = time.monotonic()
-        self.socket = work / DAEMON_SOCKET
+        self.socket = daemon_socket(work)
         self.socket.unlink(missing_ok=True)
         self.log = open(work / "daemon.stderr", "w+")  # noqa: SIM115 - closed by kill()
         argv = [sys.executable, "-m", "aioduet", "daemon", "--socket", str(self.socket)]

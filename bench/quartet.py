@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from _cgroups import SECTOR, MemoryCgroup, disk_of, evict, sectors_read
-from _common import binary_size, log, machine, wait_listening, write_report
+from _common import binary_size, daemon_socket, log, machine, wait_listening, write_report
 
 MIB = 1 << 20
 PLACEMENTS = ("default", "cache_aware")
@@ -222,7 +222,7 @@ class Daemon:
     the work of a node's). One daemon sees each event once: the whole cluster's work."""
 
     def __init__(self, work: Path, sources: str) -> None:
-        self.socket = work / "daemon.sock"
+        self.socket = daemon_socket(work)
         self.socket.unlink(missing_ok=True)
         self.log = open(work / "daemon.stderr", "w+")  # noqa: SIM115 - closed by stop()
         argv = [sys.executable, "-m", "aioduet", "daemon", "--socket", str(self.socket)]
