@@ -270,6 +270,8 @@ def _missing(report: Report, name: str) -> str:
 def _value(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
+    if isinstance(value, int):
+        return f"{num(value)} {unit}".rstrip()
     if unit == "/s":
         return f"{num(value)}/s"
     if unit in ("MiB", "MB/s"):
@@ -327,8 +329,8 @@ def block_run(report: Report) -> str:
     rows = []
     for name, record in report["benchmarks"].items():
         outcome = record.get("skipped") or record.get("error") or f"{num(record['seconds'])} s"
-        argv = " ".join(record.get("argv", [record["script"]])[1:]) or "(defaults)"
-        rows.append([f"`{name}`", outcome, f"`{argv}`" if argv != "(defaults)" else argv])
+        options = " ".join(record.get("options", []))
+        rows.append([f"`{name}`", outcome, f"`{options}`" if options else "(defaults)"])
     lines.append(_table(["benchmark", "took", "options (besides its directory)"], rows))
     return "\n".join(lines)
 

@@ -77,6 +77,7 @@ def run_entry(entry: Entry, profile: str, base: Path) -> dict[str, Any]:
         record["skipped"] = "needs root"
         return record
     workdir = Path(tempfile.mkdtemp(prefix=f"{entry.name}-", dir=base))
+    record["options"] = list(args)  # what reproduces it, besides the directory
     if entry.dir_flag is not None:
         args += [entry.dir_flag, str(workdir)]
     record["argv"] = [entry.script, *args]
