@@ -1,4 +1,9 @@
-"""Running a benchmark of ``bench/`` the way the smoke tests do: tiny sizes, JSON back."""
+"""Running the benchmarks of ``bench/`` the way the smoke tests do: tiny sizes, JSON back.
+
+The smoke profile of ``python -m bench`` runs every benchmark once per test session (the
+``bench_suite`` fixture of conftest.py); each ``tests/test_bench_*.py`` checks its part of
+that run with :func:`bench_report`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,4 +30,44 @@ def run_bench(script: str, *args: str, timeout: float = 300) -> dict[str, Any]:
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+class SuiteRun(NamedTuple):
+    """One run of ``python -m bench``: its JSON report, exit status and progress, and the
+    directory holding the report, the regenerated copy of docs/performance.md and the plots."""
+
+    report: dict[str, Any]
+    returncode: int
+    stderr: str
+    work: Path
+
+
+def run_suite(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m bench`` with ``args`` from the repository root (its exit status is the
+    caller's to check)."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+
+
+def bench_report(suite: dict[str, Any], name: str) -> dict[str, Any]:
+    """The report of the benchmark ``name`` in the runner's ``suite`` report.
+
+    Skips the test when the runner skipped the benchmark (it needs root); fails it, with the
+    benchmark's last lines of progress, when the benchmark failed.
+    """
+    record: dict[str, Any] = suite["benchmarks"][name]
+    if "skipped" in record:
+        pytest.skip(f"{name}: {record['skipped']}")
+    tail = "\n".join(record.get("stderr_tail", []))
+    assert "error" not in record, f"{name}: {record['error']}\n{tail}"
+    assert record["left_behind"] == [], f"{name} left files behind: {record['left_behind']}"
+    report: dict[str, Any] = record["report"]
     return report

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from benchrun import run_bench
+from benchrun import SuiteRun, bench_report
 
 
-def test_store_ingest_benchmark_runs_and_reports_json() -> None:
-    report = run_bench(
-        "store_ingest.py",
-        "--pages",
-        "4000",
-        "--files",
-        "40",
-        "--repeat",
-        "1",
-        "--memory-files",
-        "20",
-    )
+def test_store_ingest_benchmark_runs_and_reports_json(bench_suite: SuiteRun) -> None:
+    report = bench_report(bench_suite.report, "store_ingest")
     assert set(report["scenarios"]) == {"single_pages", "runs", "churn", "drain"}
     for scenario in report["scenarios"].values():
         assert scenario["seconds"] > 0 and scenario["ratio_vs_naive"] > 0

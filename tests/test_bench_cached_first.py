@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from benchrun import run_bench
+from benchrun import SuiteRun, bench_report
 
 
-def test_cached_first_benchmark_runs_and_reports_json() -> None:
-    report = run_bench("cached_first_picks.py", "--files", "50,200", "--rescan-picks", "3")
+def test_cached_first_benchmark_runs_and_reports_json(bench_suite: SuiteRun) -> None:
+    report = bench_report(bench_suite.report, "cached_first")
     assert report["benchmark"] == "cached_first_picks"
     assert [r["files"] for r in report["results"]] == [50, 200]
     for result in report["results"]:

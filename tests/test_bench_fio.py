@@ -4,15 +4,11 @@ Needs fio (``.ci/run`` installs it) and root (the exact set)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from benchrun import run_bench
+from benchrun import SuiteRun, bench_report
 
 
-def test_fio_overhead_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
-    report = run_bench(
-        "fio_overhead.py", "--runtime", "1", "--repeat", "1", "--size", "8M", "--dir", str(tmp_path)
-    )
+def test_fio_overhead_benchmark_runs_and_reports_json(bench_suite: SuiteRun) -> None:
+    report = bench_report(bench_suite.report, "fio_overhead")
     assert report["benchmark"] == "fio_overhead"
     assert report["parameters"]["sources"] == "exact"
     assert set(report["workloads"]) == {"randread", "seqwrite"}
@@ -27,11 +23,8 @@ def test_fio_overhead_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
     assert report["workloads"]["randread"]["runs"]["with"][0]["cached_fraction"] > 0
 
 
-def test_fio_overhead_of_a_recording_runs_and_reports_json(tmp_path: Path) -> None:
-    report = run_bench(
-        *("fio_overhead.py", "--runtime", "1", "--repeat", "1", "--size", "8M"),
-        *("--workloads", "randread", "--record", "0.2", "--dir", str(tmp_path)),
-    )
+def test_fio_overhead_of_a_recording_runs_and_reports_json(bench_suite: SuiteRun) -> None:
+    report = bench_report(bench_suite.report, "fio_record")
     assert report["parameters"]["watcher"] == "record every 0.2 s"
     recorder = report["workloads"]["randread"]["framework"]
     assert recorder["frames"] >= 3  # 1 s of fio plus its pre-read, a frame every 0.2 s

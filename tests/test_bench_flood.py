@@ -9,18 +9,13 @@ current state again.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from benchrun import run_bench
+from benchrun import SuiteRun, bench_report
 
 
 @pytest.mark.parametrize("sources", ["scan", "exact"])
-def test_every_view_converges_after_a_flood(tmp_path: Path, sources: str) -> None:
-    report = run_bench(
-        *("flood.py", "--sets", sources, "--files", "40", "--seconds", "3"),
-        *("--settle", "20", "--dir", str(tmp_path), "--trace-buffer-kb", "4"),
-    )
+def test_every_view_converges_after_a_flood(bench_suite: SuiteRun, sources: str) -> None:
+    report = bench_report(bench_suite.report, "flood")
     flood = report["sets"][sources]
     assert flood["operations_total"] > 500  # a flood, not a trickle
     assert set(flood["operations"]) >= {"read", "write", "truncate", "rename", "delete", "evict"}

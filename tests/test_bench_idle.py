@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from benchrun import run_bench
+from benchrun import SuiteRun, bench_report
 
 
-def test_idle_cpu_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
-    report = run_bench(
-        "idle_cpu.py",
-        "--files",
-        "200",
-        "--dirs",
-        "4",
-        "--seconds",
-        "0.5",
-        "--hot",
-        "3",
-        "--interval",
-        "0.2",
-        "--dir",
-        str(tmp_path),
-    )
+def test_idle_cpu_benchmark_runs_and_reports_json(bench_suite: SuiteRun) -> None:
+    report = bench_report(bench_suite.report, "idle_cpu")
     assert report["benchmark"] == "idle_cpu"
     assert report["sources"] == ["inotify", "residency", "writeback"]
     assert report["idle"]["cpu_seconds"] >= 0

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from benchrun import run_bench
+from benchrun import SuiteRun, bench_report
 
 
-def test_inotify_rate_benchmark_runs_and_reports_json() -> None:
-    report = run_bench("inotify_rate.py", "--seconds", "0.2", "--rates", "20000,0", "--files", "2")
+def test_inotify_rate_benchmark_runs_and_reports_json(bench_suite: SuiteRun) -> None:
+    report = bench_report(bench_suite.report, "inotify_rate")
     assert report["benchmark"] == "inotify_rate"
     assert set(report["readers"]) == {"bare", "source", "pyinotify"}
     for summary in report["readers"].values():

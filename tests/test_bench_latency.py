@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from benchrun import run_bench
+from benchrun import SuiteRun, bench_report
 
 
-def test_exact_latency_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
-    report = run_bench(
-        "exact_latency.py", "--pages", "50", "--gap", "0.001", "--dir", str(tmp_path)
-    )
+def test_exact_latency_benchmark_runs_and_reports_json(bench_suite: SuiteRun) -> None:
+    report = bench_report(bench_suite.report, "exact_latency")
     assert report["benchmark"] == "exact_latency"
     assert report["sources"] == ["inotify", "tracepoints", "residency"]
     assert report["pages_read"] == 50 and report["pages_reported"] > 0

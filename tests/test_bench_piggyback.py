@@ -6,10 +6,9 @@ tools of ``examples/``."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-from benchrun import ROOT, run_bench
+from benchrun import ROOT, SuiteRun, bench_report
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (memory cgroups)")
 
@@ -17,10 +16,8 @@ TOOLS = {"three": {"backup", "scrub", "index"}, "two": {"backup", "scrub"}}
 TOOLS["staggered"] = TOOLS["three"]
 
 
-def test_piggyback_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
-    report = run_bench(
-        "piggyback.py", "--size", "8M", "--stagger", "0.5", "--dir", str(tmp_path), timeout=120
-    )
+def test_piggyback_benchmark_runs_and_reports_json(bench_suite: SuiteRun) -> None:
+    report = bench_report(bench_suite.report, "piggyback")
     assert report["benchmark"] == "piggyback"
     assert report["parameters"]["tools"] == str(ROOT / "examples")
     dataset = report["dataset"]
@@ -45,22 +42,10 @@ def test_piggyback_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
     staggered = report["scenarios"]["staggered"]["runs"]["with"][0]["tools"]
     starts = sorted(tool["start"] for tool in staggered.values())
     assert starts[0] == 0.0 and starts[1] >= 0.5 and starts[2] >= 1.0  # one every --stagger
-    assert not list(tmp_path.iterdir())  # the dataset was removed
 
 
-def test_piggyback_through_the_daemon_reports_both_sides(tmp_path: Path) -> None:
-    report = run_bench(
-        "piggyback.py",
-        "--size",
-        "8M",
-        "--scenarios",
-        "three",
-        "--via",
-        "embedded,daemon",
-        "--dir",
-        str(tmp_path),
-        timeout=120,
-    )
+def test_piggyback_through_the_daemon_reports_both_sides(bench_suite: SuiteRun) -> None:
+    report = bench_report(bench_suite.report, "piggyback")  # the smoke run has --via both
     assert report["parameters"]["via"] == ["embedded", "daemon"]
     dataset = report["dataset"]
     three = report["scenarios"]["three"]
@@ -79,4 +64,3 @@ def test_piggyback_through_the_daemon_reports_both_sides(tmp_path: Path) -> None
     assert run["cpu_seconds"] == round(run["tools_cpu_seconds"] + daemon["cpu_seconds"], 2)
     assert "daemon" not in three["runs"]["with"][0]
     assert run["device_read_bytes"] >= dataset["bytes"] // 2 and run["cached_before"] < 0.01
-    assert not list(tmp_path.iterdir())

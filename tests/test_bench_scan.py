@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchrun import run_bench
+from benchrun import SuiteRun, bench_report
 
 
-def test_scan_tree_benchmark_runs_and_reports_json(tmp_path: Path) -> None:
-    report = run_bench("scan_tree.py", "--files", "200", "--repeat", "1", "--base", "/tmp")
+def test_scan_tree_benchmark_runs_and_reports_json(bench_suite: SuiteRun) -> None:
+    report = bench_report(bench_suite.report, "scan_tree")
     assert report["benchmark"] == "scan_tree"
     assert report["parameters"]["files"] == 200 and report["parameters"]["made"]
     assert not Path(report["parameters"]["tree"]).exists()  # made fresh, then removed

@@ -1,34 +1,28 @@
 """The soak benchmark, shortened for CI: fds and threads do not grow, and the views end true.
 
-One run of ``bench/soak.py`` (both source sets, 24 s each, 8 tasks) serves every test
-here. A leak shows as a floor that rises: the fewest fds (threads) seen in the last quarter of
-the samples after warm-up is more than the fewest in the first quarter. anyio's worker
-threads are left out of that: its pool keeps the high-water mark of concurrent calls, which
-may step up late in a short run; it must stay within anyio's limiter. Every view must end
-equal to the kernel's page maps (0 mismatches) in both source sets.
+The smoke run of ``python -m bench`` (``bench/soak.py`` on both source sets, 24 s each, 8
+tasks) serves every test here. A leak shows as a floor that rises: the fewest fds (threads)
+seen in the last quarter of the samples after warm-up is more than the fewest in the first
+quarter. anyio's worker threads are left out of that: its pool keeps the high-water mark of
+concurrent calls, which may step up late in a short run; it must stay within anyio's
+limiter. Every view must end equal to the kernel's page maps (0 mismatches) in both source
+sets.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-from benchrun import run_bench
+from benchrun import SuiteRun, bench_report
 
 SETS = ("scan", "exact")
 COUNTS = ("fds", "other_threads")  # anyio's worker pool is a high-water mark: bounded below
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    workdir: Path = tmp_path_factory.mktemp("soak")
-    return run_bench(
-        *("soak.py", "--sets", ",".join(SETS), "--minutes", "0.4", "--files", "40"),
-        *("--burst", "4", "--pause", "2", "--sample", "1", "--settle", "10"),
-        *("--dir", str(workdir)),
-        timeout=300,
-    )
+def report(bench_suite: SuiteRun) -> dict[str, Any]:
+    return bench_report(bench_suite.report, "soak")
 
 
 @pytest.mark.parametrize("sources", SETS)

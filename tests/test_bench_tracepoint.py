@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from benchrun import run_bench
+from benchrun import SuiteRun, bench_report
 
 
-def test_tracepoint_rate_json_shape() -> None:
-    result = run_bench(
-        "tracepoint_rate.py", "--pages", "256", "--rounds", "1", "--buffer-kb", "1024"
-    )
+def test_tracepoint_rate_json_shape(bench_suite: SuiteRun) -> None:
+    result = bench_report(bench_suite.report, "tracepoint_rate")
     assert result["benchmark"] == "tracepoint_rate"
     assert result["lost"] == 0
     assert result["events"] >= result["expected_events"] == 512
