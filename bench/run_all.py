@@ -69,6 +69,15 @@ def _pump(process: subprocess.Popen[str], name: str, tail: deque[str]) -> None:
         log(f"  {name}: {line.rstrip()}")
 
 
+def _kill_group(group: int) -> bool:
+    """SIGKILL every process left in the process group ``group``; whether there was one."""
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def run_entry(entry: Entry, profile: str, base: Path) -> dict[str, Any]:
     """Run one benchmark in a fresh directory under ``base``; its report, or why it has none."""
     args = list(entry.args[profile])
@@ -83,7 +92,7 @@ def run_entry(entry: Entry, profile: str, base: Path) -> dict[str, Any]:
     record["argv"] = [entry.script, *args]
     stderr_tail: deque[str] = deque(maxlen=30)
     started = time.monotonic()
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     with tempfile.TemporaryFile("w+") as stdout:
         process = subprocess.Popen(
             [sys.executable, str(BENCH / entry.script), *args],
@@ -91,18 +100,19 @@ def run_entry(entry: Entry, profile: str, base: Path) -> dict[str, Any]:
             stderr=subprocess.PIPE,
             text=True,
             cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=path),
-            start_new_session=True,  # a timeout ends its children too
+            env=dict(os.environ, PYTHONPATH=pythonpath),
+            start_new_session=True,  # its own process group: its children end with it
         )
         pump = threading.Thread(target=_pump, args=(process, entry.name, stderr_tail))
         pump.start()
         try:
             process.wait(timeout=entry.timeout[profile])
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
             record["error"] = f"timed out after {entry.timeout[profile]:g} s"
+        finally:  # a timeout, Ctrl-C, or children it left running: end the whole group
+            if _kill_group(process.pid) and "error" not in record:
+                record["left_running"] = True
+            process.wait()
         pump.join()
         record["seconds"] = round(time.monotonic() - started, 1)
         record["returncode"] = process.returncode
@@ -212,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{entry.name:16} {line}  (peer: {entry.peer})")
         return 0
     if args.render is not None:
-        report = json.loads(args.render.read_text())
+        try:
+            report = json.loads(args.render.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            log(f"python -m bench: cannot read the report {args.render}: {error}")
+            return 2
         if args.check:
             stale = check_page(report, args.docs, args.plots)
             for name in stale:

@@ -69,5 +69,6 @@ def bench_report(suite: dict[str, Any], name: str) -> dict[str, Any]:
     tail = "\n".join(record.get("stderr_tail", []))
     assert "error" not in record, f"{name}: {record['error']}\n{tail}"
     assert record["left_behind"] == [], f"{name} left files behind: {record['left_behind']}"
+    assert not record.get("left_running"), f"{name} left processes running"
     report: dict[str, Any] = record["report"]
     return report
