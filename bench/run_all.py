@@ -64,9 +64,10 @@ def _version() -> str | None:
 def _pump(process: subprocess.Popen[str], name: str, tail: deque[str]) -> None:
     """Echo the benchmark's progress, keeping its last lines for the report of a failure."""
     assert process.stderr is not None
-    for line in process.stderr:
-        tail.append(line.rstrip("\n"))
-        log(f"  {name}: {line.rstrip()}")
+    with process.stderr:
+        for line in process.stderr:
+            tail.append(line.rstrip("\n"))
+            log(f"  {name}: {line.rstrip()}")
 
 
 def _kill_group(group: int) -> bool:

@@ -165,6 +165,8 @@ def test_bad_options_are_refused_with_what_is_known(tmp_path: Path) -> None:
     assert not (tmp_path / "x.json").exists()
     result = run_suite("--check")
     assert result.returncode == 2 and "--check needs --render" in result.stderr
+    result = run_suite("--render", str(tmp_path / "none.json"))
+    assert result.returncode == 2 and "cannot read the report" in result.stderr
 
 
 def test_the_quick_profile_runs_every_benchmark_the_smoke_one_does() -> None:
@@ -174,3 +176,61 @@ def test_the_quick_profile_runs_every_benchmark_the_smoke_one_does() -> None:
     listing = run_suite("--quick", "--list")
     assert listing.returncode == 0
     assert [line.split()[0] for line in listing.stdout.splitlines()] == [e.name for e in ENTRIES]
+
+
+def fake_entry(script: Path, timeout: float = 60.0) -> Any:
+    """An entry that runs ``script`` (an absolute path) in every profile."""
+    from _suite import Entry  # noqa: PLC0415
+
+    return Entry(
+        "fake", str(script), "a fake", "nobody", root=False, dir_flag="--dir",
+        args={"smoke": ("--flag",)}, timeout={"smoke": timeout},
+    )  # fmt: skip
+
+
+def write_script(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "fake.py"
+    script.write_text("import json, os, subprocess, sys, time\n" + body)
+    return script
+
+
+def test_a_benchmark_that_fails_keeps_its_last_lines(tmp_path: Path) -> None:
+    import run_all  # noqa: PLC0415
+
+    script = write_script(tmp_path, "print('step 1', file=sys.stderr)\nsys.exit(3)\n")
+    record = run_all.run_entry(fake_entry(script), "smoke", tmp_path)
+    assert record["error"] == "exited with 3" and record["stderr_tail"] == ["step 1"]
+    assert record["argv"][1:3] == ["--flag", "--dir"] and record["options"] == ["--flag"]
+    assert "report" not in record and record["left_behind"] == []
+    script = write_script(tmp_path, "print('not json')\n")
+    record = run_all.run_entry(fake_entry(script), "smoke", tmp_path)
+    assert record["error"].startswith("its output is not one JSON object")
+
+
+def test_a_benchmark_is_stopped_at_its_timeout_with_its_children(tmp_path: Path) -> None:
+    import run_all  # noqa: PLC0415
+
+    pid_file = tmp_path / "child.pid"
+    script = write_script(
+        tmp_path,
+        f"child = subprocess.Popen(['sleep', '300'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(300)\n",
+    )
+    record = run_all.run_entry(fake_entry(script, timeout=2), "smoke", tmp_path)
+    assert record["error"] == "timed out after 2 s" and record["seconds"] < 30
+    child = int(pid_file.read_text())
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text()
+
+
+def test_children_left_running_are_ended_and_reported(tmp_path: Path) -> None:
+    import run_all  # noqa: PLC0415
+
+    script = write_script(
+        tmp_path,
+        "subprocess.Popen(['sleep', '300'], stderr=subprocess.DEVNULL)\n"
+        "print(json.dumps({'benchmark': 'fake'}))\n",
+    )
+    record = run_all.run_entry(fake_entry(script), "smoke", tmp_path)
+    assert record["report"] == {"benchmark": "fake"}
+    assert record["left_running"] is True and record["seconds"] < 30
