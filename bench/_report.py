@@ -270,10 +270,10 @@ def _missing(report: Report, name: str) -> str:
 def _value(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    if isinstance(value, int):
-        return f"{num(value)} {unit}".rstrip()
     if unit == "/s":
         return f"{num(value)}/s"
+    if isinstance(value, int):
+        return f"{num(value)} {unit}".rstrip()
     if unit in ("MiB", "MB/s"):
         return f"{num(value)} {unit}"
     return f"{sig(value)} {unit}".rstrip()
@@ -474,6 +474,13 @@ def block_exact_latency(r: Report) -> str:
     return f"{intro}\n\n{_table(['p50', 'p90', 'p99', 'max', 'goal'], [row])}"
 
 
+def _watcher(parameters: Report) -> str:
+    watcher = parameters.get("watcher", "task")
+    if watcher == "task":
+        return f"a task consuming every item (sources `{parameters['sources']}`)"
+    return f"`aioduet {watcher}`" if watcher.startswith("record") else str(watcher)
+
+
 def _fio_block(r: Report, plot: str | None) -> str:
     names = {"randread": "random reads, cached", "seqwrite": "sequential writes"}
     recording = "recording_bytes_per_frame" in next(iter(r["workloads"].values()))["framework"]
@@ -499,7 +506,7 @@ def _fio_block(r: Report, plot: str | None) -> str:
         header.append("recording")
     p = r["parameters"]
     intro = (
-        f"{p.get('watcher', 'the exact set')}; {num(p['size'] / MIB)} MiB files,"
+        f"Watching: {_watcher(p)}; {num(p['size'] / MIB)} MiB files,"
         f" {p['runtime']:g} s runs, {p['repeat']} pairs (ABBA):"
     )
     text = f"{intro}\n\n{_table(header, rows)}"
