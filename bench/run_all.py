@@ -70,13 +70,30 @@ def _pump(process: subprocess.Popen[str], name: str, tail: deque[str]) -> None:
             log(f"  {name}: {line.rstrip()}")
 
 
-def _kill_group(group: int) -> bool:
-    """SIGKILL every process left in the process group ``group``; whether there was one."""
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        return False
-    return True
+def _group_members(group: int) -> list[str]:
+    """The live processes of the process group ``group`` (zombies left out), as "pid command"."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[2]) == group and fields[0] != "Z":
+                command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+                members.append(f"{stat.parent.name} {command.decode(errors='replace')}")
+    return members
+
+
+def _end_group(group: int, grace: float) -> list[str]:
+    """Give what is left of the process group ``group`` ``grace`` seconds to exit on its own
+    (children still winding down as their parent exits), then SIGKILL the rest; those."""
+    deadline = time.monotonic() + grace
+    left = _group_members(group)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = _group_members(group)
+    if left:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    return left
 
 
 def run_entry(entry: Entry, profile: str, base: Path) -> dict[str, Any]:
@@ -110,9 +127,12 @@ def run_entry(entry: Entry, profile: str, base: Path) -> dict[str, Any]:
             process.wait(timeout=entry.timeout[profile])
         except subprocess.TimeoutExpired:
             record["error"] = f"timed out after {entry.timeout[profile]:g} s"
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         finally:  # a timeout, Ctrl-C, or children it left running: end the whole group
-            if _kill_group(process.pid) and "error" not in record:
-                record["left_running"] = True
+            left = _end_group(process.pid, grace=0.0 if process.poll() is None else 5.0)
+            if left and "error" not in record:
+                record["left_running"] = left
             process.wait()
         pump.join()
         record["seconds"] = round(time.monotonic() - started, 1)
