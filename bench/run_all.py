@@ -234,8 +234,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _plots_missing() -> bool:
+    """Whether matplotlib, which draws the page's plots, cannot be imported."""
+    try:
+        import matplotlib  # noqa: F401, PLC0415
+    except ImportError:
+        return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    draws = not args.check if args.render is not None else not args.no_docs
+    if draws and not args.list and _plots_missing():  # say so now, not after an hour of runs
+        log("python -m bench: the plots need matplotlib: pip install -e '.[plot]' (or --no-docs)")
+        return 2
     if args.list:
         for entry in ENTRIES:
             if args.profile in entry.args:
@@ -256,7 +269,6 @@ def main(argv: list[str] | None = None) -> int:
         render_page(report, args.docs, args.plots)
         log(f"regenerated {args.docs} and the plots in {args.plots} from {args.render}")
         return 0
-    args.dir.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="aioduet-bench-", dir=args.dir))
     try:
         report = run_suite(args.profile, args.only, base)

@@ -235,3 +235,15 @@ def test_children_left_running_are_ended_and_reported(tmp_path: Path) -> None:
     assert record["report"] == {"benchmark": "fake"}
     (left,) = record["left_running"]  # "pid command", killed after a grace of 5 s
     assert left.endswith(" sleep 300") and record["seconds"] < 30
+
+
+def test_a_run_without_matplotlib_stops_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import run_all  # noqa: PLC0415
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    out = tmp_path / "report.json"
+    assert run_all.main(["--quick", "--only", "store_ingest", "--out", str(out)]) == 2
+    assert not out.exists()  # nothing ran
+    assert run_all.main(["--quick", "--list"]) == 0
