@@ -13,16 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from _report import result_of
 
 Report = dict[str, Any]
 SIDES = (("without", "without aioduet"), ("with", "embedded"), ("daemon", "one daemon"))
 COLOURS = {"without": "#9e9e9e", "with": "#1f77b4", "daemon": "#ff7f0e", "record": "#2ca02c"}
-
-
-def _report(report: Report, name: str) -> Report | None:
-    record = report.get("benchmarks", {}).get(name) or {}
-    result: Report | None = record.get("report")
-    return result
 
 
 @attrs.frozen
@@ -34,7 +29,7 @@ class Plot:
 
     def possible(self, report: Report) -> bool:
         """Whether ``report`` holds a run it can be drawn from."""
-        return any(_report(report, name) is not None for name in self.needs)
+        return any(result_of(report, name) is not None for name in self.needs)
 
 
 def _bars(axes: Any, groups: list[str], series: dict[str, list[float | None]]) -> None:
@@ -49,7 +44,7 @@ def _bars(axes: Any, groups: list[str], series: dict[str, list[float | None]]) -
 
 
 def _piggyback(report: Report, figure: Any) -> None:
-    r = _report(report, "piggyback")
+    r = result_of(report, "piggyback")
     assert r is not None
     scenarios = list(r["scenarios"])
     dataset = r["dataset"]["bytes"]
@@ -80,7 +75,7 @@ def _overhead(report: Report, figure: Any) -> None:
     runs = {
         label: result
         for name, label in (("fio_overhead", "with"), ("fio_record", "record"))
-        if (result := _report(report, name)) is not None
+        if (result := result_of(report, name)) is not None
     }
     workloads = sorted({w for result in runs.values() for w in result["workloads"]})
     ratio, cpu = figure.subplots(1, 2)

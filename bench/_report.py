@@ -51,7 +51,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 # --- the comparisons -------------------------------------------------------------------------
 
 
-def _bench(report: Report, name: str) -> Report | None:
+def result_of(report: Report, name: str) -> Report | None:
+    """The report of the benchmark ``name`` in the runner's ``report``; None if it has none."""
     record = report.get("benchmarks", {}).get(name)
     result: Report | None = None if record is None else record.get("report")
     return result
@@ -245,7 +246,7 @@ def comparisons(report: Report) -> list[Report]:
     """
     rows: list[Report] = []
     for name, make in ROWS.items():
-        result = _bench(report, name)
+        result = result_of(report, name)
         if result is None:
             continue
         try:
@@ -713,7 +714,7 @@ def block_soak(r: Report) -> str:
 
 def _of(name: str, make: Callable[[Report], str]) -> Callable[[Report, dict[str, str]], str]:
     def block(report: Report, plots: dict[str, str]) -> str:
-        result = _bench(report, name)
+        result = result_of(report, name)
         return _missing(report, name) if result is None else make(result)
 
     return block
@@ -723,7 +724,7 @@ def _with_plot(
     name: str, plot: str, make: Callable[[Report, str | None], str]
 ) -> Callable[[Report, dict[str, str]], str]:
     def block(report: Report, plots: dict[str, str]) -> str:
-        result = _bench(report, name)
+        result = result_of(report, name)
         return _missing(report, name) if result is None else make(result, plots.get(plot))
 
     return block

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import binary_size, log, machine, write_report
+from _common import binary_size, filesystem_of, log, machine, write_report
 
 CHUNK = 1 << 20
 WORKLOADS = ("randread", "seqwrite")
@@ -55,20 +55,6 @@ def parse_size(text: str) -> int:
     if value < CHUNK or value % CHUNK:
         raise argparse.ArgumentTypeError(f"size must be a positive multiple of 1M, not {text!r}")
     return value
-
-
-def filesystem_of(path: Path) -> str:
-    """The type of the filesystem mounted closest above ``path`` (from /proc/self/mounts)."""
-    best, kind = "", "unknown"
-    resolved = str(path.resolve())
-    with open("/proc/self/mounts") as mounts:
-        for line in mounts:
-            fields = line.split()
-            point = fields[1]
-            inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
-            if inside and len(point) >= len(best):
-                best, kind = point, fields[2]
-    return kind
 
 
 # -- the framework's process ---------------------------------------------------------------
@@ -434,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
             "sources": args.sources,
             "watcher": "task" if args.record is None else f"record every {args.record} s",
             "workloads": args.workloads,
-            "filesystem": filesystem_of(args.dir),
+            "filesystem": filesystem_of(args.dir)["type"] or "unknown",
         },
         "workloads": results,
         "wall_seconds": round(time.monotonic() - started, 1),
