@@ -37,6 +37,7 @@ from ._protocol import (
     split_frames,
     status_from_json,
 )
+from ._unix import UnixStream, connect_unix
 
 __all__ = ["Client", "RemoteRegistration", "RemoteTask", "connect"]
 
@@ -89,7 +90,7 @@ class Client(_abc.Duet):
     """The socket this client connects to."""
     max_tasks: int = attrs.field(init=False, default=0)
     _sources: tuple[str, ...] = attrs.field(init=False, default=())
-    _stream: anyio.abc.SocketStream | None = attrs.field(init=False, default=None)
+    _stream: UnixStream | None = attrs.field(init=False, default=None)
     _stack: AsyncExitStack | None = attrs.field(init=False, default=None)
     _group: anyio.abc.TaskGroup | None = attrs.field(init=False, default=None)
     _calls: dict[int, _Call] = attrs.field(init=False, factory=dict)
@@ -106,7 +107,7 @@ class Client(_abc.Duet):
         if self._state != "new":
             raise RuntimeError("a client can be opened only once")
         try:
-            stream = await anyio.connect_unix(self.socket_path)
+            stream = await connect_unix(self.socket_path)
         except OSError as exc:
             raise DaemonUnavailable(
                 f"no aioduet daemon answers at {self.socket_path}: {exc.strerror or exc}"
@@ -217,7 +218,7 @@ class Client(_abc.Duet):
                     await stream.send(b"".join(frames))
                 else:
                     try:
-                        await stream.send_fds(frame, [fd])  # type: ignore[attr-defined]
+                        await stream.send_fds(frame, [fd])
                     finally:
                         os.close(fd)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):

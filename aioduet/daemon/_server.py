@@ -40,6 +40,7 @@ from ._protocol import (
     split_frames,
     status_to_json,
 )
+from ._unix import UnixListener, UnixStream
 
 __all__ = ["OUTBOX_LIMIT", "Peer", "Server"]
 
@@ -113,7 +114,7 @@ class Server:
 
     async def serve(
         self,
-        listener: anyio.abc.SocketListener,
+        listener: UnixListener,
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -121,13 +122,18 @@ class Server:
         async with anyio.create_task_group() as group:
             task_status.started()
             while True:
-                stream = await listener.accept()
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:  # out of descriptors or memory: the client waits
+                    logger.warning("cannot accept a client now (%s); trying again in 0.1 s", exc)
+                    await anyio.sleep(0.1)
+                    continue
                 group.start_soon(self._serve, stream)
 
-    async def _serve(self, stream: anyio.abc.SocketStream) -> None:
+    async def _serve(self, stream: UnixStream) -> None:
         async with stream:
             try:
-                peer = Peer.of(stream.extra(anyio.abc.SocketAttribute.raw_socket))
+                peer = Peer.of(stream.raw_socket)
             except OSError as exc:
                 logger.warning("cannot read a client's credentials: %s", exc)
                 return
@@ -173,7 +179,7 @@ class _Connection:
     """One client: reads its requests in order, answers them through a bounded outbox."""
 
     server: Server
-    stream: anyio.abc.SocketStream
+    stream: UnixStream
     peer: Peer
     tasks: dict[int, Task] = attrs.field(factory=dict)
     fds: list[int] = attrs.field(factory=list)
@@ -275,7 +281,7 @@ class _Connection:
         """Read once and handle the complete frames; False when the client hung up."""
         await self._wait_for_room()
         try:
-            data, fds = await self.stream.receive_fds(_READ, MAX_PENDING_FDS)  # type: ignore[attr-defined]
+            data, fds = await self.stream.receive_fds(_READ, MAX_PENDING_FDS)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
         except RuntimeError as exc:  # ancillary data other than SCM_RIGHTS

@@ -19,6 +19,7 @@ from .._framework import Duet
 from .._sockets import DEFAULT_SOCKET_MODE
 from ..errors import AioduetError
 from ._server import Server
+from ._unix import listen_unix
 
 __all__ = ["DEFAULT_SOCKET_MODE", "Serving", "serve"]
 
@@ -62,7 +63,7 @@ class Serving:
 
     async def __aenter__(self) -> Serving:
         _claim(self.socket_path)
-        listener = await anyio.create_unix_listener(self.socket_path, mode=self.mode)
+        listener = await listen_unix(self.socket_path, mode=self.mode)
         st = os.stat(self.socket_path)
         self._inode = (st.st_dev, st.st_ino)
         async with AsyncExitStack() as stack:
