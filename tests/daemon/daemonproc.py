@@ -37,6 +37,7 @@ class DaemonProcess:
     lines: list[str] = attrs.field(factory=list)
     ready: threading.Event = attrs.field(factory=threading.Event)
     ended: threading.Event = attrs.field(factory=threading.Event)
+    _grew: threading.Condition = attrs.field(factory=threading.Condition)
 
     @classmethod
     def start(
@@ -61,11 +62,21 @@ class DaemonProcess:
     def _drain(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.lines.append(line)
+            with self._grew:
+                self.lines.append(line)
+                self._grew.notify_all()
             if " ready: " in line:
                 self.ready.set()
-        self.ended.set()
+        with self._grew:
+            self.ended.set()
+            self._grew.notify_all()
         self.ready.set()  # wake a waiter: it sees the process ended
+
+    def wait_for_log(self, text: str, seconds: float = 15.0) -> None:
+        """Return once ``text`` is in the log; AssertionError if it ended or took too long."""
+        with self._grew:
+            found = self._grew.wait_for(lambda: text in self.log or self.ended.is_set(), seconds)
+        assert found and text in self.log, f"no {text!r} in the daemon's log:\n{self.log}"
 
     def wait_ready(self) -> None:
         if not self.ready.wait(READY_SECONDS) or self.ended.is_set():

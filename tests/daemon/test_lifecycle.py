@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
 import signal
 import socket
 import sys
@@ -26,6 +27,7 @@ from taskitems import collect, has, pages
 import aioduet
 import aioduet.abc
 from aioduet import Event, Status
+from aioduet.daemon._protocol import VERSION
 
 pytestmark = pytest.mark.anyio
 
@@ -279,3 +281,19 @@ async def test_stalled_client_blocks_no_one_and_memory_stays_bounded(
         after = await wait_status(root, lambda status: not status.tasks)
         assert after.store.pending_pages == 0
         assert rss_bytes(daemon.pid) - rss_before < status.store.memory_bytes * 2 + 24 * MiB
+
+
+# -- out of descriptors --------------------------------------------------------------------
+
+
+def test_a_daemon_out_of_descriptors_keeps_the_client_waiting_then_serves_it(
+    daemon: DaemonProcess,
+) -> None:
+    _soft, hard = resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (daemon.fd_count(), hard))
+    with raw_connect(daemon.socket_path) as sock:  # queued: the daemon's accept() gets EMFILE
+        daemon.wait_for_log("cannot accept a client now")
+        assert daemon.proc.poll() is None
+        resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (_soft, hard))
+        assert "max_tasks" in call(sock, {"op": "hello", "version": VERSION, "id": 1})["ok"]
+        assert "ok" in call(sock, {"op": "status", "id": 2})
