@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import pytest
-from pagecache import read_pages, write_clean
+from pagecache import cached, read_pages, write_clean
 
 import aioduet
 from aioduet import Event, _kernel
@@ -25,11 +27,24 @@ def _tree(root: Path, count: int) -> list[Path]:
     return sorted(files, key=lambda p: (str(p.parent), p.name))
 
 
-async def _pending(task: aioduet.Task, pages: int) -> None:
-    """Wait (bounded) until the task holds ``pages`` unfetched pages: the items are there."""
-    with anyio.fail_after(10):
-        while task.statistics().pending_pages < pages:  # noqa: ASYNC110 - a counter, no event
+async def _pending(task: aioduet.Task, pages: int, warm: Sequence[Path] = ()) -> None:
+    """Wait (bounded) until the task holds ``pages`` unfetched pages: the items are there.
+
+    ``warm`` files are read again every second meanwhile: the machine's DAMON daemon may
+    evict a page of one, and its item then comes again. A timeout says what was cached.
+    """
+    with anyio.move_on_after(20) as waited:
+        for attempt in itertools.count(1):
+            if task.statistics().pending_pages >= pages:
+                return
+            if attempt % 100 == 0:
+                for path in warm:
+                    read_pages(path)
             await anyio.sleep(0.01)
+    assert not waited.cancelled_caught, (
+        f"{task.statistics().pending_pages} pages pending after 20 s, not {pages};"
+        f" cached pages of the warm files: {[cached(p) for p in warm]}"
+    )
 
 
 async def _all(files: aioduet.tasks.CachedFirst) -> list[CachedFile]:
@@ -182,7 +197,7 @@ async def test_batches_hold_the_same_picks_within_their_limits(ext4_dir: Path) -
         duet.register("batches", Event.EXISTS, ext4_dir) as task,
     ):
         await task.wait_scanned()
-        await _pending(task, len(warm) * PAGES)
+        await _pending(task, len(warm) * PAGES, warm)
         picks = cached_first(task)
         by_count = await picks.take(max_files=2)
         by_bytes = await picks.take(max_bytes=2 * size + 1)  # the third file crosses it
