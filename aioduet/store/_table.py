@@ -44,8 +44,14 @@ NotifyFn = Callable[[int], None]
 
 _OPPOSITE = {int(Event.ADDED): int(Event.REMOVED), int(Event.DIRTY): int(Event.FLUSHED)}
 _REMOVED = int(Event.REMOVED)
+_ALIVE = int(Event.ADDED | Event.DIRTY)
+"""Events only a file that still exists can have (pages read into the cache or written)."""
 _DIRTY_NIBBLES = int("4" * 64, 16)
 """``DIRTY`` in the nibble of each of the 64 slots a store may have."""
+
+GONE_MEMORY = 4096
+"""How many retired keys the store remembers, so that a late observation of a gone file
+makes no entry that would stay for good (bench/soak.py)."""
 
 #: Estimated bytes per pending page and per file entry, as measured by
 #: ``bench/store_ingest.py`` (CPython 3.11, 64-bit); used by :meth:`Store.statistics`.
@@ -117,6 +123,8 @@ class Store:
     _files: dict[Key, FileEntry] = attrs.field(init=False, factory=dict)
     _queues: list[dict[Key, FileEntry]] = attrs.field(init=False)
     _latest: dict[tuple[int, int], Key] = attrs.field(init=False, factory=dict)
+    _gone: dict[Key, None] = attrs.field(init=False, factory=dict)
+    """Keys retired lately, oldest first (at most GONE_MEMORY)."""
     _overflow: int = attrs.field(init=False, default=0)
     observations: int = attrs.field(init=False, default=0)
     """Observations ingested since the store was made."""
@@ -159,6 +167,8 @@ class Store:
                 unused.append(entry.key)
         for key in unused:
             self.forget(key)
+        if not remaining:
+            self._gone.clear()
         self._overflow &= ~bit
         self._slots.release(slot)
 
@@ -212,15 +222,15 @@ class Store:
             entry = files.get(key)
             new = entry is None
             if entry is None:
-                entry = self._entry(key)
+                entry = self._entry(key, event)
             if entry.seen != active:
                 self._decide(entry, active)
             spread = spread_of(event) & (entry.route if routed else -1) & only
             if not spread:
-                if new and not entry.seen:
+                if new and (entry.retired or not entry.seen):
                     # No task could decide about it (a file the exact set knows no path of,
-                    # a file its scan has not reached): nothing to remember, and a busy
-                    # device's other files would pile up (bench/soak.py).
+                    # a file its scan has not reached), or it is gone: nothing to remember,
+                    # and a busy device's other files would pile up (bench/soak.py).
                     self.forget(key)
                 continue
             pages = entry.pages
@@ -256,9 +266,22 @@ class Store:
         if woken:
             self.notify(woken)
 
-    def _entry(self, key: Key) -> FileEntry:
+    def _entry(self, key: Key, event: int = 0) -> FileEntry:
         entry = self._files[key] = FileEntry(key)
-        self._latest[key[0], key[1]] = key
+        if key in self._gone:
+            if not event & _ALIVE:
+                # A late observation of a file that is gone (pages leaving the cache, drained
+                # after it was retired): its pages still reach the tasks, then it goes.
+                entry.retired = True
+                return entry
+            del self._gone[key]  # pages added or written: back in a scope (moved back)
+        inode = key[0], key[1]
+        before = self._latest.get(inode)
+        self._latest[inode] = key
+        if before is not None and before[2] != key[2] and before[2] and key[2]:
+            # The inode number was freed and given to a new file: the old one is gone. A
+            # generation of 0 is a source's "not known yet", which says nothing of that.
+            self.retire(before)
         return entry
 
     def keys_of(self, dev: int, ino: int) -> list[Key]:
@@ -312,7 +335,16 @@ class Store:
             entry.reroute()
 
     def retire(self, key: Key) -> None:
-        """The file is gone: drop its entry now, or once its pending pages are drained."""
+        """The file is gone: drop its entry now, or once its pending pages are drained.
+
+        The key is remembered for a while: an observation of it that comes later makes an
+        entry that goes as soon as it holds nothing (its pages are drained or cancelled).
+        """
+        gone = self._gone
+        gone.pop(key, None)
+        gone[key] = None
+        if len(gone) > GONE_MEMORY:
+            del gone[next(iter(gone))]
         entry = self._files.get(key)
         if entry is None:
             return
@@ -357,9 +389,12 @@ class Store:
         bit = 1 << slot
         if done:
             entry.done |= bit
-            self._clear_slot(entry, slot)
+            self._clear_slot(entry, slot)  # drops a retired entry left empty
         else:
             entry.done &= ~bit
+            if entry.retired and not entry.pages:
+                self.forget(key)
+                return
         entry.reroute()
 
     def is_done(self, slot: int, key: Key) -> bool:

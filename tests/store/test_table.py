@@ -17,7 +17,7 @@ from hypothesis.stateful import (
 
 from aioduet import Event
 from aioduet.store import Key, Observation, Run, Store
-from aioduet.store._table import BYTES_PER_PAGE
+from aioduet.store._table import BYTES_PER_PAGE, GONE_MEMORY
 
 ADDED, REMOVED, DIRTY, FLUSHED = 0x1, 0x2, 0x4, 0x8
 
@@ -750,3 +750,86 @@ def test_without_slots_nothing_is_remembered() -> None:
     store.remove_slot(slot)
     store.ingest([(B, 0, 1, ADDED)])  # late, after the last task went
     assert store.statistics().files == 0
+
+
+# -- entries of files that are gone -----------------------------------------------------------
+
+
+def test_a_new_generation_of_an_inode_retires_the_old_one() -> None:
+    store = Store(2, relevance=relevant_to_all)
+    slot = store.add_slot(Event.EXISTS)
+    old, new, third = (1, 10, 5), (1, 10, 7), (1, 10, 9)
+    store.ingest([(old, 0, 2, ADDED)])
+    store.drain(slot, 10)
+    store.ingest([(new, 0, 1, ADDED)])  # the number was freed and given to a new file
+    assert store.statistics().files == 1
+    assert store.keys_of(1, 10) == [new]
+    # An old generation with pages pending stays until its pages are drained.
+    store.ingest([(third, 0, 3, ADDED)])
+    assert store.statistics().files == 2
+    assert sorted(store.drain(slot, 10)) == [(new, 0, 1, ADDED), (third, 0, 3, ADDED)]
+    assert store.statistics().files == 1
+    assert store.keys_of(1, 10) == [third]
+
+
+def test_a_generation_of_zero_retires_nothing() -> None:
+    # 0 is a source's "generation not known yet": the file may well be the same one.
+    store = Store(2, relevance=relevant_to_all)
+    slot = store.add_slot(Event.EXISTS)
+    known, unknown = (1, 10, 5), (1, 10, 0)
+    store.ingest([(known, 0, 1, ADDED)])
+    store.set_done(slot, known, True)
+    store.ingest([(unknown, 1, 1, ADDED)])
+    store.ingest([(known, 2, 1, ADDED)])
+    assert store.is_done(slot, known)
+    assert store.drain(slot, 10) == [(unknown, 1, 1, ADDED)]
+    assert store.statistics().files == 2
+
+
+def test_a_late_observation_of_a_retired_file_is_told_then_dropped() -> None:
+    store = Store(2, relevance=relevant_to_all)
+    slot = store.add_slot(Event.EXISTS)
+    store.ingest([(A, 0, 4, ADDED)])
+    store.drain(slot, 10)
+    store.retire(A)
+    assert store.statistics().files == 0
+    store.ingest([(A, 0, 4, REMOVED)])  # its pages leave the cache after it was retired
+    assert store.drain(slot, 10) == [(A, 0, 4, REMOVED)]
+    assert store.statistics().files == 0
+    other = store.add_slot(Event.DIRTY)
+    store.ingest([(A, 0, 1, FLUSHED)])  # a late observation no slot takes leaves nothing
+    store.set_done(other, A, False)  # nor does a done mark cleared on it
+    assert store.drain(slot, 10) == [] and store.drain(other, 10) == []
+    assert store.statistics().files == 0
+
+
+def test_a_retired_file_that_comes_back_keeps_its_entry() -> None:
+    # Retired because it was moved out of every scope; moved back in, its pages come again.
+    store = Store(2, relevance=relevant_to_all)
+    slot = store.add_slot(Event.EXISTS)
+    store.retire(A)
+    store.ingest([(A, 0, 2, ADDED)])
+    store.set_done(slot, A, True)
+    store.ingest([(A, 2, 1, ADDED)])
+    assert store.is_done(slot, A)
+    assert store.drain(slot, 10) == []
+    assert store.statistics().files == 1
+
+
+def test_retired_keys_are_remembered_up_to_a_bound() -> None:
+    store = Store(1, relevance=relevant_to_all)
+    slot = store.add_slot(Event.EXISTS)
+    keys = [(3, ino, 1) for ino in range(GONE_MEMORY + 1)]
+    for key in keys:
+        store.retire(key)
+    store.ingest([(keys[0], 0, 1, REMOVED), (keys[-1], 0, 1, REMOVED)])
+    store.drain(slot, 10)
+    # The first was forgotten to keep the bound: its entry stays as any file's would.
+    assert store.keys_of(3, 0) == [keys[0]]
+    assert store.keys_of(3, GONE_MEMORY) == []
+    store.remove_slot(slot)  # the last task gone: nothing is kept, retired keys neither
+    assert store.statistics().files == 0
+    later = store.add_slot(Event.EXISTS)
+    store.ingest([(keys[-1], 0, 1, REMOVED)])
+    assert store.keys_of(3, GONE_MEMORY) == [keys[-1]]
+    store.drain(later, 10)
