@@ -382,3 +382,31 @@ async def test_pages_dirty_before_the_start_are_reported_flushed(ext4_dir: Path)
             await collect(task, lambda got: pages(got, uuid, Event.DIRTY) == {0, 1})
             os.fsync(fd)
             await collect(task, lambda got: pages(got, uuid, Event.FLUSHED) == {0, 1})
+
+
+async def test_deleted_files_leave_no_entries_in_the_store(ext4_dir: Path) -> None:
+    # A daemon watching a busy tree must not keep an entry for every file that ever lived
+    # there (bench/soak.py): ext4 says when an inode is freed, and its entry goes then.
+    files = [write_clean(ext4_dir / f"f{i:02d}", 2) for i in range(40)]
+    uuids = [uuid_of(path) for path in files]
+    async with aioduet.open_duet("exact", interval=0.1) as duet:
+        task = await duet.register("churn", Event.EXISTS, ext4_dir)
+        await task.wait_scanned()
+        for path in files:
+            read_pages(path)
+        await collect(task, lambda got: all(len(pages(got, u, Event.ADDED)) == 2 for u in uuids))
+        held = (await duet.status()).store.files
+        for path in files:
+            path.unlink()
+        await collect(task, lambda got: all(len(pages(got, u, Event.REMOVED)) == 2 for u in uuids))
+        # The records come in time order: once a later file's pages are told, the frees are in.
+        # (Its number may be one just freed, and its first pages keyed before its path is
+        # known: the inode number is what says it came.)
+        sentinel = os.stat(write_clean(ext4_dir / "later", 1)).st_ino
+        read_pages(ext4_dir / "later")
+        await collect(
+            task, lambda got: any(i.uuid.ino == sentinel and i.state & Event.ADDED for i in got)
+        )
+        left = (await duet.status()).store.files
+    assert held >= 40
+    assert left <= 2, f"{left} store entries left of {held}"

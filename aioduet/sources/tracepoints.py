@@ -193,6 +193,8 @@ class TracepointSource:
     _ends: dict[tuple[int, int], int] = attrs.field(init=False, factory=dict)
     """Files cut short inside a large folio: the page their data ends before."""
     _lifecycle: set[int] = attrs.field(init=False, factory=set)
+    _freed: list[Key] = attrs.field(init=False, factory=list)
+    """Keys of inodes freed in the records being handled: retired once their pages are in."""
     """Kernel devs whose inodes' frees and allocations the events have shown (ext4)."""
     _counts: SourceCounters = attrs.field(init=False, factory=SourceCounters)
     _events: int = attrs.field(init=False, default=0)
@@ -524,11 +526,20 @@ class TracepointSource:
         if obs:
             self._counts.observations += len(obs)
             self.sink.ingest(obs)
+        if self._freed:
+            self._retire_freed()
         if corrupted:
             self._counts.error(f"{corrupted} trace records with a folio order above {_MAX_ORDER}")
             self._counts.lost += corrupted
             self._counts.overflows += 1
             self.sink.lost(None)
+
+    def _retire_freed(self) -> None:
+        """Deleted files: their entries go from the store once their last pages are told."""
+        retire = self.sink.store.retire
+        for key in self._freed:
+            retire(key)
+        self._freed.clear()
 
     def _truncated(self, inode: tuple[int, int], append: Callable[[Observation], None]) -> None:
         """A file was cut short. Its pages past the new end left the cache (each with its own
@@ -609,6 +620,11 @@ class TracepointSource:
             _, kdev, ino = record
             inode = (kdev, ino)
             self._lifecycle.add(kdev)
+            if kind == ids.get(FREE):
+                cached = self._keys.get(inode)
+                if cached is not None:
+                    self._freed.append(cached)
+                self._freed.extend(self.sink.store.keys_of(_tracefs.user_dev(kdev), ino))
             for listener in self.sink.inode_listeners:  # the file-handle caches, say
                 listener(_tracefs.user_dev(kdev), ino)
             self._keys.pop(inode, None)

@@ -286,6 +286,26 @@ def test_an_inode_number_changes_hands_in_order_with_the_page_events() -> None:
     assert s.handle(s.life(tp.ALLOC, 9), s.add(9, 3)) == [(91, 3, 1, added)]
 
 
+def test_a_freed_inode_leaves_the_store_once_its_last_pages_are_told() -> None:
+    s = Scripted()
+    s.gens[9] = 90
+    s.gens[8] = 80
+    added, removed = int(Event.ADDED), int(Event.REMOVED)
+    assert s.handle(s.life(tp.ALLOC, 12), s.add(9, 0), s.add(8, 0)) == [
+        (90, 0, 1, added),
+        (80, 0, 1, added),
+    ]
+    assert s.store.statistics().files == 2
+    # Deleted: the last page leaves with the free in the same read; only the other stays.
+    assert s.handle(s.delete(9, 0), s.life(tp.FREE, 9)) == [(90, 0, 1, removed)]
+    assert s.store.keys_of(s.DEV, 9) == []
+    assert s.store.keys_of(s.DEV, 8) == [(s.DEV, 8, 80)]
+    assert s.store.statistics().files == 1
+    # A page of it told after the free (another CPU's record, read late) is told, then gone.
+    assert s.handle(s.delete(9, 1)) == [(90, 1, 1, removed)]
+    assert s.store.statistics().files == 1
+
+
 def test_a_deleted_page_belongs_to_the_inode_the_tasks_know() -> None:
     # The file was deleted and its number given to a new file before the events were read:
     # by path or by handle the number now leads to the new inode, but the pages deleted are
