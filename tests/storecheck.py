@@ -64,7 +64,11 @@ def check_store(store: Store, masks: dict[int, int]) -> None:  # noqa: PLR0912 -
                 assert not nibble & (nibble >> 1) & lo, f"{key}:{index} an uncancelled pair"
                 # Pending state nobody will drain would be lost for the task.
                 assert entry.queued & (1 << slot), f"{key}:{index} pending for {slot}, unqueued"
+    outside = store._outside
     for (dev, ino), key in store._latest.items():
-        assert key in files and key[:2] == (dev, ino)
+        assert (key in files or key in outside) and key[:2] == (dev, ino)
+    for key, decided in outside.items():
+        assert key not in files, f"{key} is parked and has an entry"
+        assert not decided & ~active, f"{key} parked with departed slots {bin(decided)}"
     if not active:
         assert not files, f"no task is registered, yet the store holds {len(files)} entries"

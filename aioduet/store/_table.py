@@ -6,14 +6,18 @@ per-page entry is a packed ``int`` (see :mod:`._slots`).
 
 Layout::
 
-    Store._files      {key: FileEntry}            one per file observed (relevance memory)
+    Store._files      {key: FileEntry}            one per file relevant to some task, or
+                                                  holding pending pages or done bits
       FileEntry.pages {page index: packed int}    only pages pending for some task
     Store._queues     [slot] -> {key: FileEntry}  the files holding something for that slot
+    Store._outside    {key: slots}                files relevant to no task (bounded LRU)
+    Store._gone       {key: None}                 files retired lately (bounded)
 
 The per-slot queue plays the part of Duet's per-task bitmap of hash buckets, with one bucket
 per file: a task's drain visits only the files that hold something for it. Memory is bounded
-by the number of distinct pending pages plus one small entry per file seen; a stalled task
-never makes it grow with the number of observations.
+by the number of distinct pending pages plus one small entry per file in some task's scope;
+a stalled task never makes it grow with the number of observations, and files outside every
+scope or gone cost bounded memory (bench/soak.py).
 
 The store knows nothing of paths, sources or tasks. Relevance is decided once per
 (slot, file) by a callback, and new pending state is announced through another.
@@ -48,6 +52,12 @@ _ALIVE = int(Event.ADDED | Event.DIRTY)
 """Events only a file that still exists can have (pages read into the cache or written)."""
 _DIRTY_NIBBLES = int("4" * 64, 16)
 """``DIRTY`` in the nibble of each of the 64 slots a store may have."""
+
+OUTSIDE_MEMORY = 16384
+"""How many files relevant to no task the store remembers as such (least recently seen go
+first): a busy filesystem's other files cost a relevance decision each, not an entry each."""
+BYTES_PER_OUTSIDE = 200
+"""Estimated bytes per file remembered as relevant to no task."""
 
 GONE_MEMORY = 4096
 """How many retired keys the store remembers, so that a late observation of a gone file
@@ -125,6 +135,9 @@ class Store:
     _latest: dict[tuple[int, int], Key] = attrs.field(init=False, factory=dict)
     _gone: dict[Key, None] = attrs.field(init=False, factory=dict)
     """Keys retired lately, oldest first (at most GONE_MEMORY)."""
+    _outside: dict[Key, int] = attrs.field(init=False, factory=dict)
+    """Files relevant to none of the slots that decided (the value), least recently seen
+    first (at most OUTSIDE_MEMORY). They hold no entry; ``_latest`` may name them."""
     _overflow: int = attrs.field(init=False, default=0)
     observations: int = attrs.field(init=False, default=0)
     """Observations ingested since the store was made."""
@@ -169,6 +182,12 @@ class Store:
             self.forget(key)
         if not remaining:
             self._gone.clear()
+            self._latest.clear()  # no entry is left: what it names is parked at most
+            self._outside.clear()
+        else:
+            outside = self._outside  # a task reusing the slot must decide for itself
+            for key in outside:
+                outside[key] &= ~bit
         self._overflow &= ~bit
         self._slots.release(slot)
 
@@ -177,6 +196,9 @@ class Store:
         decided again (a registration scan is about to tell it its scope's current state).
         Its done bits and a due OVERFLOW stay."""
         bit = 1 << slot
+        outside = self._outside
+        for key in outside:
+            outside[key] &= ~bit
         for entry in list(self._queues[slot].values()):
             self._clear_slot(entry, slot)
         for entry in self._files.values():
@@ -199,10 +221,11 @@ class Store:
         """Merge observations for one slot only (a registration scan's initial state)."""
         self._ingest(observations, NIBBLE << (4 * slot))
 
-    def _ingest(  # noqa: PLR0912 - the hot loop is inlined on purpose (bench/store_ingest.py)
+    def _ingest(  # noqa: PLR0912, PLR0915 - the hot loop is inlined (bench/store_ingest.py)
         self, observations: Iterable[Observation], only: int, *, routed: bool = True
     ) -> None:
         files = self._files
+        outside = self._outside  # emptied and filled meanwhile, never replaced
         slots = self._slots
         active = slots.active
         if not active:
@@ -222,16 +245,17 @@ class Store:
             entry = files.get(key)
             new = entry is None
             if entry is None:
+                if outside and outside.get(key) == active:
+                    del outside[key]
+                    outside[key] = active  # now the most recently seen
+                    continue
                 entry = self._entry(key, event)
             if entry.seen != active:
                 self._decide(entry, active)
             spread = spread_of(event) & (entry.route if routed else -1) & only
             if not spread:
-                if new and (entry.retired or not entry.seen):
-                    # No task could decide about it (a file the exact set knows no path of,
-                    # a file its scan has not reached), or it is gone: nothing to remember,
-                    # and a busy device's other files would pile up (bench/soak.py).
-                    self.forget(key)
+                if new:
+                    self._unrouted(entry, active)
                 continue
             pages = entry.pages
             # REMOVED (0x2) moved onto DIRTY (0x4), for the slots that keep the dirty state.
@@ -266,8 +290,37 @@ class Store:
         if woken:
             self.notify(woken)
 
+    def _unrouted(self, entry: FileEntry, active: int) -> None:
+        """A new entry took nothing: keep no entry unless it holds something."""
+        if entry.retired or not entry.seen:
+            # No task could decide about it (a file the exact set knows no path of, a file
+            # its scan has not reached), or it is gone: nothing to remember, and a busy
+            # device's other files would pile up (bench/soak.py).
+            self.forget(entry.key)
+        elif entry.seen == active and not entry.relevant | entry.done:
+            self._park(entry, active)
+
+    def _park(self, entry: FileEntry, active: int) -> None:
+        """Keep only the key of a file relevant to none of the ``active`` slots."""
+        key = entry.key
+        self.forget(key)
+        self._latest.setdefault((key[0], key[1]), key)
+        outside = self._outside
+        outside[key] = active
+        if len(outside) > OUTSIDE_MEMORY:
+            self._unpark(next(iter(outside)))
+
+    def _unpark(self, key: Key) -> None:
+        """Forget that the file is relevant to no slot (it holds no entry)."""
+        del self._outside[key]
+        if self._latest.get((key[0], key[1])) == key:
+            del self._latest[key[0], key[1]]
+
     def _entry(self, key: Key, event: int = 0) -> FileEntry:
         entry = self._files[key] = FileEntry(key)
+        if self._outside:
+            # Decided before as relevant to none of these slots: the others are asked.
+            entry.seen = self._outside.pop(key, 0)
         if key in self._gone:
             if not event & _ALIVE:
                 # A late observation of a file that is gone (pages leaving the cache, drained
@@ -311,6 +364,8 @@ class Store:
         runs. Slots whose scope the file left get the opposite (REMOVED, FLUSHED): to them its
         pages are gone. Slots whose scope it entered get ``present`` (ADDED, DIRTY).
         """
+        if key in self._outside:
+            self._unpark(key)
         entry = self._files.get(key)
         if entry is None:
             return  # no slot was told anything of it; relevance is decided on next sight
@@ -328,6 +383,8 @@ class Store:
 
     def forget_relevance(self, key: Key) -> None:
         """The file's path changed (a rename): decide its relevance again on next sight."""
+        if key in self._outside:
+            self._unpark(key)
         entry = self._files.get(key)
         if entry is not None:
             entry.seen = 0
@@ -347,6 +404,8 @@ class Store:
             del gone[next(iter(gone))]
         entry = self._files.get(key)
         if entry is None:
+            if key in self._outside:
+                self._unpark(key)
             return
         if entry.pages:
             entry.retired = True
@@ -356,6 +415,7 @@ class Store:
     def forget(self, key: Key) -> None:
         """The file is gone: drop its entry and pending pages."""
         entry = self._files.pop(key, None)
+        self._outside.pop(key, None)
         if self._latest.get((key[0], key[1])) == key:
             del self._latest[key[0], key[1]]
         if entry is not None:
@@ -371,12 +431,22 @@ class Store:
         A file the store holds nothing about is asked about without being remembered, so
         questions about arbitrary files cost no memory.
         """
+        bit = 1 << slot
+        active = self._slots.active
         entry = self._files.get(key)
         if entry is None:
-            return self.relevance(key, slot)
-        if entry.seen != self._slots.active:
-            self._decide(entry, self._slots.active)
-        bit = 1 << slot
+            decided = self._outside.get(key)
+            if decided is None:
+                return self.relevance(key, slot)
+            if decided & bit:
+                return False  # decided: relevant to no task that decided
+            entry = self._entry(key)  # the others' decisions are kept; this slot decides
+            self._decide(entry, active)
+            if entry.seen == active and not entry.relevant:
+                self._park(entry, active)
+                return False
+        elif entry.seen != active:
+            self._decide(entry, active)
         if not entry.seen & bit:
             return None
         return bool(entry.relevant & bit)
@@ -508,5 +578,7 @@ class Store:
             files=files,
             pending_files=pending_files,
             pending_pages=pending_pages,
-            memory_bytes=files * BYTES_PER_FILE + pending_pages * BYTES_PER_PAGE,
+            memory_bytes=files * BYTES_PER_FILE
+            + pending_pages * BYTES_PER_PAGE
+            + len(self._outside) * BYTES_PER_OUTSIDE,
         )

@@ -17,7 +17,7 @@ from hypothesis.stateful import (
 
 from aioduet import Event
 from aioduet.store import Key, Observation, Run, Store
-from aioduet.store._table import BYTES_PER_PAGE, GONE_MEMORY
+from aioduet.store._table import BYTES_PER_FILE, BYTES_PER_PAGE, GONE_MEMORY, OUTSIDE_MEMORY
 
 ADDED, REMOVED, DIRTY, FLUSHED = 0x1, 0x2, 0x4, 0x8
 
@@ -833,3 +833,67 @@ def test_retired_keys_are_remembered_up_to_a_bound() -> None:
     store.ingest([(keys[-1], 0, 1, REMOVED)])
     assert store.keys_of(3, GONE_MEMORY) == [keys[-1]]
     store.drain(later, 10)
+
+
+# -- files relevant to no task ------------------------------------------------------------------
+
+
+def test_a_file_relevant_to_no_task_holds_no_entry_and_is_decided_once() -> None:
+    calls: Counter[tuple[Key, int]] = Counter()
+
+    def relevance(key: Key, slot: int) -> bool:
+        calls[key, slot] += 1
+        return key == A
+
+    store = Store(4, relevance=relevance)
+    first = store.add_slot(Event.EXISTS)
+    second = store.add_slot(Event.EXISTS)
+    for _ in range(3):
+        store.ingest([(A, 0, 1, ADDED), (B, 0, 1, ADDED)])
+    assert calls == {(A, first): 1, (A, second): 1, (B, first): 1, (B, second): 1}
+    assert store.statistics().files == 1  # A only
+    assert store.statistics().memory_bytes > BYTES_PER_FILE + BYTES_PER_PAGE
+    assert store.relevant(first, B) is False
+    assert store.keys_of(*B[:2]) == [B]
+    # A task registered later is asked about it; the others are not asked again.
+    third = store.add_slot(Event.EXISTS)
+    store.ingest([(B, 1, 1, ADDED)])
+    store.ingest([(B, 2, 1, ADDED)])
+    assert (calls[B, first], calls[B, second], calls[B, third]) == (1, 1, 1)
+    # A rename: every task decides again.
+    store.forget_relevance(B)
+    store.ingest([(B, 3, 1, ADDED)])
+    assert (calls[B, first], calls[B, second], calls[B, third]) == (2, 2, 2)
+    assert store.drain(first, 10) == [(A, 0, 1, ADDED)]
+
+
+def test_a_task_reusing_a_departed_slot_decides_for_itself() -> None:
+    answers = {0: False, 1: False}
+    store = Store(2, relevance=lambda key, slot: answers[slot])
+    first = store.add_slot(Event.EXISTS)
+    second = store.add_slot(Event.EXISTS)
+    store.ingest([(B, 0, 1, ADDED)])
+    assert store.statistics().files == 0
+    store.remove_slot(second)
+    answers[1] = True
+    again = store.add_slot(Event.EXISTS)
+    assert again == second
+    store.ingest([(B, 1, 1, ADDED)])
+    assert store.drain(again, 10) == [(B, 1, 1, ADDED)]
+    assert store.drain(first, 10) == []
+
+
+def test_files_relevant_to_no_task_are_remembered_up_to_a_bound() -> None:
+    calls: Counter[Key] = Counter()
+
+    def relevance(key: Key, slot: int) -> bool:
+        calls[key] += 1
+        return False
+
+    store = Store(1, relevance=relevance)
+    store.add_slot(Event.EXISTS)
+    keys = [(4, ino, 1) for ino in range(OUTSIDE_MEMORY + 1)]
+    store.ingest([(key, 0, 1, ADDED) for key in keys])
+    store.ingest([(keys[0], 1, 1, ADDED), (keys[-1], 1, 1, ADDED)])
+    assert (calls[keys[0]], calls[keys[-1]]) == (2, 1)  # the least recently seen was let go
+    assert store.statistics().files == 0
