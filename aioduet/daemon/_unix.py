@@ -21,6 +21,7 @@ import os
 import socket
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Self
 
 import anyio
 import anyio.lowlevel
@@ -35,13 +36,15 @@ _FD_SIZE = array.array("i").itemsize
 
 
 @attrs.define(eq=False)
-class UnixStream:
-    """One connected Unix stream socket; closing it wakes the tasks waiting on it."""
+class _Socket:
+    """A non-blocking socket that ``async with`` closes; closing wakes the tasks waiting on
+    it, with ClosedResourceError (the socket file of a listener stays: its owner removes it).
+    """
 
     raw_socket: socket.socket
     _closed: bool = attrs.field(init=False, default=False)
 
-    async def __aenter__(self) -> UnixStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -53,12 +56,21 @@ class UnixStream:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the socket; tasks waiting to read or write it raise ClosedResourceError."""
+        """Close the socket; tasks waiting on it raise ClosedResourceError."""
         if not self._closed:
             self._closed = True
             anyio.notify_closing(self.raw_socket)
             self.raw_socket.close()
         await anyio.lowlevel.checkpoint()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+
+
+@attrs.define(eq=False)
+class UnixStream(_Socket):
+    """One connected Unix stream socket."""
 
     async def receive(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` bytes, waiting until some arrive."""
@@ -135,10 +147,6 @@ class UnixStream:
                 raise self._failed(exc) from exc
             view = view[sent:]
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise anyio.ClosedResourceError
-
     def _failed(self, exc: OSError) -> Exception:
         if self._closed:
             return anyio.ClosedResourceError()
@@ -167,30 +175,8 @@ def _descriptors(ancillary: list[tuple[int, int, bytes]], flags: int, max_fds: i
 
 
 @attrs.define(eq=False)
-class UnixListener:
-    """A listening Unix socket; closing it wakes a task waiting in :meth:`accept`."""
-
-    raw_socket: socket.socket
-    _closed: bool = attrs.field(init=False, default=False)
-
-    async def __aenter__(self) -> UnixListener:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop listening (the socket file stays: its owner removes it)."""
-        if not self._closed:
-            self._closed = True
-            anyio.notify_closing(self.raw_socket)
-            self.raw_socket.close()
-        await anyio.lowlevel.checkpoint()
+class UnixListener(_Socket):
+    """A listening Unix socket."""
 
     async def accept(self) -> UnixStream:
         """The next client's connection, waiting for one.
@@ -202,8 +188,7 @@ class UnixListener:
         """
         await anyio.lowlevel.checkpoint()
         while True:
-            if self._closed:
-                raise anyio.ClosedResourceError
+            self._check_open()
             try:
                 client, _address = self.raw_socket.accept()
             except BlockingIOError:
