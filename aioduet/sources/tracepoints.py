@@ -621,10 +621,12 @@ class TracepointSource:
             inode = (kdev, ino)
             self._lifecycle.add(kdev)
             if kind == ids.get(FREE):
+                dev = _tracefs.user_dev(kdev)
                 cached = self._keys.get(inode)
                 if cached is not None:
                     self._freed.append(cached)
-                self._freed.extend(self.sink.store.keys_of(_tracefs.user_dev(kdev), ino))
+                self._freed.extend(self.sink.store.keys_of(dev, ino))
+                self._freed.append((dev, ino, 0))  # its pages seen before its path was known
             for listener in self.sink.inode_listeners:  # the file-handle caches, say
                 listener(_tracefs.user_dev(kdev), ino)
             self._keys.pop(inode, None)

@@ -233,7 +233,8 @@ class Scripted:
         self.store = Store(1, relevance=lambda key, slot: True)
         self.slot = self.store.add_slot(ALL)
         self.source = TracepointSource(
-            Sink(self.store, PathIndex()), resolve=lambda dev, ino: ("/f", self.gens[ino])
+            Sink(self.store, PathIndex()),
+            resolve=lambda dev, ino: ("/f", self.gens[ino]) if ino in self.gens else None,
         )
         self.source._ids = dict(self.IDS)
         self.source._bdis = {b"254:0": [self.DEV]}
@@ -303,6 +304,15 @@ def test_a_freed_inode_leaves_the_store_once_its_last_pages_are_told() -> None:
     assert s.store.statistics().files == 1
     # A page of it told after the free (another CPU's record, read late) is told, then gone.
     assert s.handle(s.delete(9, 1)) == [(90, 1, 1, removed)]
+    assert s.store.statistics().files == 1
+    # An inode whose first pages came before any path or handle told its generation: those
+    # are keyed 0, the later ones with the generation. The free retires both.
+    assert s.handle(s.add(5, 0)) == [(0, 0, 1, added)]
+    s.gens[5] = 50
+    assert s.handle(s.add(5, 1)) == [(50, 1, 1, added)]
+    assert s.store.statistics().files == 3
+    assert s.handle(s.delete(5, 1), s.life(tp.FREE, 5)) == [(50, 1, 1, removed)]
+    assert s.store.keys_of(s.DEV, 5) == []
     assert s.store.statistics().files == 1
 
 
