@@ -284,7 +284,7 @@ class _Connection:
             data, fds = await self.stream.receive_fds(_READ, MAX_PENDING_FDS)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             return False
-        except RuntimeError as exc:  # ancillary data other than SCM_RIGHTS
+        except RuntimeError as exc:  # ancillary data other than SCM_RIGHTS, or too many fds
             raise ProtocolError(f"unexpected ancillary data: {exc}") from None
         self.fds.extend(fds)
         buffer += data
