@@ -193,9 +193,9 @@ class TracepointSource:
     _ends: dict[tuple[int, int], int] = attrs.field(init=False, factory=dict)
     """Files cut short inside a large folio: the page their data ends before."""
     _lifecycle: set[int] = attrs.field(init=False, factory=set)
+    """Kernel devs whose inodes' frees and allocations the events have shown (ext4)."""
     _freed: list[Key] = attrs.field(init=False, factory=list)
     """Keys of inodes freed in the records being handled: retired once their pages are in."""
-    """Kernel devs whose inodes' frees and allocations the events have shown (ext4)."""
     _counts: SourceCounters = attrs.field(init=False, factory=SourceCounters)
     _events: int = attrs.field(init=False, default=0)
     _held: tuple[list[int], list[tuple[Any, ...]]] = attrs.field(
@@ -620,15 +620,15 @@ class TracepointSource:
             _, kdev, ino = record
             inode = (kdev, ino)
             self._lifecycle.add(kdev)
+            dev = _tracefs.user_dev(kdev)
             if kind == ids.get(FREE):
-                dev = _tracefs.user_dev(kdev)
                 cached = self._keys.get(inode)
                 if cached is not None:
                     self._freed.append(cached)
                 self._freed.extend(self.sink.store.keys_of(dev, ino))
                 self._freed.append((dev, ino, 0))  # its pages seen before its path was known
             for listener in self.sink.inode_listeners:  # the file-handle caches, say
-                listener(_tracefs.user_dev(kdev), ino)
+                listener(dev, ino)
             self._keys.pop(inode, None)
             self._orders.pop(inode, None)
             self._dirty.pop(inode, None)

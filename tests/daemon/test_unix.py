@@ -14,7 +14,7 @@ import os
 import socket
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,40 +123,35 @@ async def test_an_accept_cancelled_as_a_client_connects_loses_no_client(socket_d
                 assert await server.receive(16) == b"hi"
 
 
+async def closed_while_waiting(
+    wait: Callable[[], Awaitable[object]], close: Callable[[], Awaitable[None]]
+) -> list[BaseException]:
+    """Close while a task waits: what the waiting task raised (ClosedResourceError only)."""
+    outcome: list[BaseException] = []
+
+    async def waiting() -> None:
+        try:
+            await wait()
+        except anyio.ClosedResourceError as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(waiting)
+        await anyio.wait_all_tasks_blocked()
+        await close()
+    return outcome
+
+
 async def test_closing_wakes_a_task_waiting_to_read(socket_dir: Path) -> None:
     async with connected(socket_dir) as (_listener, client, _server):
-        outcome: list[BaseException] = []
-
-        async def read() -> None:
-            try:
-                await client.receive(16)
-            except anyio.ClosedResourceError as exc:
-                outcome.append(exc)
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(read)
-            await anyio.wait_all_tasks_blocked()
-            await client.aclose()
-        assert len(outcome) == 1
+        assert len(await closed_while_waiting(lambda: client.receive(16), client.aclose)) == 1
         with pytest.raises(anyio.ClosedResourceError):
             await client.send(b"z")
 
 
 async def test_closing_the_listener_wakes_accept(socket_dir: Path) -> None:
     listener = await listen_unix(str(socket_dir / "s"), mode=0o600)
-    outcome: list[BaseException] = []
-
-    async def accept() -> None:
-        try:
-            await listener.accept()
-        except anyio.ClosedResourceError as exc:
-            outcome.append(exc)
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(accept)
-        await anyio.wait_all_tasks_blocked()
-        await listener.aclose()
-    assert len(outcome) == 1
+    assert len(await closed_while_waiting(listener.accept, listener.aclose)) == 1
 
 
 async def test_the_peer_hanging_up_is_end_of_stream(socket_dir: Path) -> None:
